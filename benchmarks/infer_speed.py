@@ -15,7 +15,7 @@ Start-up (import, SavedModel load, first call) is excluded: one warm-up pass of 
 side runs before the rounds (start-up is target 5, ``benchmarks/startup.py``).
 
     python benchmarks/infer_speed.py [--backbone mobilenet_v2] [--batch-size 16] [--images 256]
-        [--segment 32] [--rounds N] [--precision float32] [--sides forward,infer,...]
+        [--segment 32] [--rounds N] [--precision float32] [--sides forward,infer,...] [--photos DIR]
 
 The sides take turns through the folder, ``--segment`` images per timed call (the
 default rounds cover the folder twice), and the median of the per-round ratios is
@@ -87,7 +87,7 @@ def make_sides(loaded, model, paths, batch_size, segment):
         for chunk, (images, sizes) in decode_part("split"):
             outputs = predict(images=images)
             outputs["image_sizes"] = sizes  # the originals' sizes, to scale the boxes
-            for record in inference._records(outputs, chunk):
+            for record in map(inference._record, inference.split_outputs(outputs), chunk):
                 sink.write(json.dumps(inference.to_json_record(record)) + "\n")
                 count += 1
         return count
@@ -117,10 +117,15 @@ def main(argv=None):
                              "this long, so that drifts of the shared CPU hit both sides of a ratio alike")
     parser.set_defaults(rounds=0)  # 0: enough rounds to cover the folder twice
     parser.add_argument("--sides", default=",".join(ALL_SIDES))
+    parser.add_argument("--photos", help="a folder of images to use instead of the wsol6 photos (e.g. large "
+                                         "JPEGs from benchmarks/make_large_photos.py)")
     args = parser.parse_args(argv)
     photos = _common.photos_or_skip(args.shared)
     if photos is None:
         return 0
+    if args.photos:
+        from keras_cam.inference import expand_image_args
+        photos = expand_image_args([args.photos])[0]
     from keras_cam import inference, precision
     from keras_cam.export import export_saved_model
 
@@ -128,7 +133,8 @@ def main(argv=None):
     model = _common.cam_model(args.backbone, args.shared)
     print(_common.machine_line())
     print(f"{args.backbone} ({_common.weights_note(args.backbone)}), 224 px, batch {args.batch_size}, "
-          f"{len(paths)} JPEGs of {args.shared}/{_common.PHOTOS}, precision {args.precision}")
+          f"{len(paths)} JPEGs of {args.photos or os.path.join(args.shared, _common.PHOTOS)}, "
+          f"precision {args.precision}")
     with tempfile.TemporaryDirectory() as tmp, precision.running_in(args.precision):
         loaded = inference.load_saved_model(export_saved_model(model, [str(i) for i in range(1000)],
                                                                os.path.join(tmp, "m", "1")))

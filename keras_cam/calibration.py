@@ -32,8 +32,7 @@ def localization_maps_for_files(cam_model, paths, class_ids=None, batch_size=32)
     kernel = cam_model.get_layer(HEAD_NAME).kernel
 
     def load(path):
-        image = data.decode_image(tf.io.read_file(path))
-        return data.resize_image(image, size), tf.shape(image)[:2]
+        return data.decode_and_resize(tf.io.read_file(path), size)
 
     ds = tf.data.Dataset.from_tensor_slices(data.path_strings(paths)).map(load, num_parallel_calls=tf.data.AUTOTUNE)
     start = 0

@@ -6,7 +6,11 @@ dropped without compositing, greyscale and palette expanded to three channels,
 16-bit samples scaled to 8 bits, CMYK converted; EXIF orientation is *not* applied,
 as TF's decoders do not apply it), then resize to a square ``image_size`` with
 bilinear interpolation, stretching, not padding, so that a box normalized to the
-resized image is the same box normalized to the original.
+resized image is the same box normalized to the original. A JPEG at least twice the
+model input on both sides is decoded at libjpeg's reduced scale (1/2, 1/4 or 1/8, the
+smallest that keeps both sides at least ``image_size``; ``jpeg_scale``) before that
+resize: a 12-megapixel photo then decodes ~3x faster, and the input is the smoother
+downscale of the two.
 
 Untrusted bytes: only JPEG, PNG, GIF, BMP and still WebP are decoded (TF would also
 take JPEG XL, whose size header is not checked here, and animated WebP, which crashes
@@ -101,11 +105,38 @@ def declared_pixels(image_bytes):
     return _inspect_header(image_bytes)["pixels"]
 
 
-def decode_image(image_bytes):
+def jpeg_scale(shape, min_side):
+    """The libjpeg decoding scale for a JPEG of ``shape`` that is to be resized to ``min_side``.
+
+    libjpeg can decode at 1/2, 1/4 or 1/8 of the stored size for a fraction of the
+    work (the inverse DCT runs on fewer coefficients). The scale chosen is the
+    smallest that still leaves both sides at least ``min_side`` pixels, so that the
+    resize to the model input never enlarges what it gets.
+
+    Args:
+        shape: int (2,) or (3,) tensor, the JPEG's height and width (and channels).
+        min_side: int, the smallest side the decoded image may have.
+
+    Returns:
+        int32 scalar: 1, 2, 4 or 8 (the denominator of the scale).
+    """
+    return tf.bitwise.left_shift(1, _jpeg_halvings(shape, min_side))
+
+
+def _jpeg_halvings(shape, min_side):
+    """log2 of ``jpeg_scale``: 0, 1, 2 or 3."""
+    short = tf.cast(tf.reduce_min(shape[:2]), tf.int32)
+    return tf.reduce_sum(tf.cast(tf.stack([short // r >= min_side for r in (2, 4, 8)]), tf.int32))
+
+
+def decode_image(image_bytes, min_side=None):
     """Decodes one encoded image (JPEG, PNG, GIF, BMP, WebP) to RGB.
 
     Args:
         image_bytes: scalar string tensor.
+        min_side: None to decode at full size; an int to let a JPEG that is at least
+            twice as large on both sides decode at a reduced scale (``jpeg_scale``),
+            for images that are resized to that side next.
 
     Returns:
         uint8 (H, W, 3) tensor.
@@ -126,12 +157,24 @@ def decode_image(image_bytes):
             header["pixels"], tf.constant(MAX_IMAGE_PIXELS, tf.int64),
             message=f"Image too large: its header declares more than {MAX_IMAGE_PIXELS} pixels"),
     ]
-    with tf.control_dependencies(checks):
-        image = tf.cond(
+
+    def full_size():
+        return tf.cond(
             header["webp"],
             # TF decodes WebP only to its own channel count (4 with alpha)
             lambda: tf.io.decode_image(image_bytes, channels=0, expand_animations=False, dtype=tf.uint8)[..., :3],
             lambda: tf.io.decode_image(image_bytes, channels=3, expand_animations=False, dtype=tf.uint8))
+
+    def scaled_jpeg():
+        halvings = _jpeg_halvings(tf.image.extract_jpeg_shape(image_bytes), min_side)
+        branches = [full_size] + [lambda r=r: tf.io.decode_jpeg(image_bytes, channels=3, ratio=r) for r in (2, 4, 8)]
+        return tf.switch_case(halvings, branches)
+
+    with tf.control_dependencies(checks):
+        if min_side is None:
+            image = full_size()
+        else:
+            image = tf.cond(tf.image.is_jpeg(image_bytes), scaled_jpeg, full_size)
     return tf.ensure_shape(image, [None, None, 3])
 
 
@@ -175,7 +218,7 @@ def read_file(path):
 
 def load_and_resize(image_bytes, image_size):
     """The full preprocessing rule: encoded bytes to a model input."""
-    return resize_image(decode_image(image_bytes), image_size)
+    return decode_and_resize(image_bytes, image_size)[0]
 
 
 def decode_and_resize(image_bytes, image_size):
@@ -187,10 +230,13 @@ def decode_and_resize(image_bytes, image_size):
 
     Returns:
         A tuple ``(image, size)``: float32 (image_size, image_size, 3) RGB 0-255 and
-        int32 (2,) the decoded image's height and width.
+        int32 (2,) the image's own height and width (as stored, before any scaling).
     """
-    image = decode_image(image_bytes)
-    return resize_image(image, image_size), tf.shape(image)[:2]
+    image = decode_image(image_bytes, min_side=image_size)
+    # A JPEG may have been decoded at a reduced scale: its size is the header's.
+    size = tf.cond(tf.image.is_jpeg(image_bytes), lambda: tf.image.extract_jpeg_shape(image_bytes)[:2],
+                   lambda: tf.shape(image, out_type=tf.int32)[:2])
+    return resize_image(image, image_size), size
 
 
 def decode_batch(image_bytes, image_size):
@@ -424,7 +470,10 @@ def make_dataset(paths, labels, image_size, batch_size, training, seed=0, epochs
     label_table = tf.constant(np.asarray(labels, np.int64))
 
     def load(index, sample_seed=None):
-        image = decode_image(tf.io.read_file(path_table[index]))
+        # A random crop keeps at least about half of each side: decode at a scale that
+        # leaves it the model's resolution (``jpeg_scale``).
+        min_side = image_size if sample_seed is None else 2 * image_size
+        image = decode_image(tf.io.read_file(path_table[index]), min_side=min_side)
         if sample_seed is not None:
             image = _random_resized_crop(image, sample_seed)
         return resize_image(image, image_size), label_table[index]

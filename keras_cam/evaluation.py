@@ -28,9 +28,8 @@ import os
 import re
 
 import numpy as np
-import tensorflow as tf
 
-from keras_cam import annotations, calibration, data, export, inference, metrics
+from keras_cam import annotations, calibration, export, inference, metrics
 from keras_cam import boxes as box_rule
 from keras_cam import cam as cam_ops
 
@@ -105,22 +104,16 @@ def _with_bytes(examples, workers=4, ahead=64):
 def _localize(serve, batch, size):
     """Calls the signature on ``[(example, bytes, class_id)]``; yields ``(item, outputs, error)``.
 
-    A failing batch is retried image by image, so one bad file costs one error.
+    A failing batch is retried without its bad images (``inference.call_batch``), so
+    one bad file costs one error.
     """
-    try:
-        out = serve(image_bytes=tf.constant([content for _, content, _ in batch]),
-                    class_ids=tf.constant([class_id for *_, class_id in batch], tf.int32))
-    except tf.errors.OpError as error:
-        if len(batch) == 1:
-            yield batch[0], None, f"not a readable image ({data.error_reason(error)})"
-        else:
-            for item in batch:
-                yield from _localize(serve, [item], size)
-        return
-    maps = cam_ops.normalize_cams(cam_ops.upsample_cams(out["cams"], (size, size))).numpy()
-    out = {k: v.numpy() for k, v in out.items()}
-    for i, item in enumerate(batch):
-        yield item, {"map": maps[i], **{k: v[i] for k, v in out.items()}}, None
+    answers = inference.call_batch(serve, [content for _, content, _ in batch],
+                                   class_ids=[np.int32(class_id) for *_, class_id in batch])
+    done = [out for out, _ in answers if out is not None]
+    maps = iter(cam_ops.normalize_cams(cam_ops.upsample_cams(np.stack([out["cams"] for out in done]),
+                                                             (size, size))).numpy() if done else ())
+    for item, (out, error) in zip(batch, answers):
+        yield item, (None if out is None else {"map": next(maps), **out}), error
 
 
 def _check_frame(frame, height, width):

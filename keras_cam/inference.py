@@ -122,23 +122,62 @@ def display_path(path):
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _records(outputs, paths):
+def _record(out, path):
+    """One image's record from its slice of the serving outputs (NumPy values)."""
+    height, width = (int(v) for v in out["image_sizes"])
+    n = int(out["num_boxes"])
+    return {
+        "image": path,
+        "class_id": int(out["class_ids"]),
+        "class_name": out["class_names"].decode("utf-8"),
+        "score": float(out["scores"]),
+        "boxes": box_rule.normalized_to_pixel(out["boxes"][:n], height, width).tolist(),
+        "box_scores": [float(s) for s in out["box_scores"][:n]],
+        "width": width,
+        "height": height,
+        "cam": out["cams"],
+    }
+
+
+def split_outputs(outputs):
+    """Batched signature outputs (tensors) as one dict of NumPy values per image."""
     outputs = {k: v.numpy() for k, v in outputs.items()}
-    for i, path in enumerate(paths):
-        height, width = (int(v) for v in outputs["image_sizes"][i])
-        n = int(outputs["num_boxes"][i])
-        pixel_boxes = box_rule.normalized_to_pixel(outputs["boxes"][i, :n], height, width)
-        yield {
-            "image": path,
-            "class_id": int(outputs["class_ids"][i]),
-            "class_name": outputs["class_names"][i].decode("utf-8"),
-            "score": float(outputs["scores"][i]),
-            "boxes": pixel_boxes.tolist(),
-            "box_scores": [float(s) for s in outputs["box_scores"][i, :n]],
-            "width": width,
-            "height": height,
-            "cam": outputs["cams"][i],
-        }
+    count = len(next(iter(outputs.values())))
+    return [{k: v[i] for k, v in outputs.items()} for i in range(count)]
+
+
+def call_batch(signature, contents, **inputs):
+    """Calls a signature that takes ``image_bytes`` on a batch; one bad image costs one error.
+
+    A batch the signature refuses is checked by decoding alone (no model call) and
+    sent again without the images that fail; should decoding find nothing, each
+    image goes on its own.
+
+    Args:
+        signature: e.g. ``loaded.signatures["serving_default"]``.
+        contents: list of encoded images (bytes).
+        **inputs: further per-image inputs of the signature, as lists as long as
+            ``contents`` (e.g. ``class_ids`` for ``localize_classes``).
+
+    Returns:
+        One ``(outputs, error)`` per image, in order: a dict of the image's NumPy
+        outputs and None, or None and a readable reason.
+    """
+    if not contents:
+        return []
+    try:
+        outputs = signature(image_bytes=tf.constant(contents), **{k: tf.constant(v) for k, v in inputs.items()})
+    except (tf.errors.OpError, ValueError) as error:
+        if len(contents) == 1:
+            return [(None, f"not a readable image ({data.error_reason(error)})")]
+        results = {i: (None, reason) for i, c in enumerate(contents) if (reason := _decode_problem(c))}
+        rest = [i for i in range(len(contents)) if i not in results]
+        for group in ([rest] if results else [[i] for i in rest]):
+            answers = call_batch(signature, [contents[i] for i in group],
+                                 **{k: [v[i] for i in group] for k, v in inputs.items()})
+            results.update(zip(group, answers))
+        return [results[i] for i in range(len(contents))]
+    return [(out, None) for out in split_outputs(outputs)]
 
 
 def read_image_bytes(path):
@@ -194,27 +233,11 @@ def localize_files(loaded, paths, batch_size=16):
 def _run_batch(serve, pending):
     """Runs the readable files of ``pending`` (``(path, content, error)``) in one call;
     yields every record in order, errors in their place."""
-    errors = {i: error for i, (_, _, error) in enumerate(pending) if error is not None}
-    good = [i for i in range(len(pending)) if i not in errors]
-    outputs = None
-    if good:
-        try:
-            outputs = serve(image_bytes=tf.constant([pending[i][1] for i in good]))
-        except (tf.errors.OpError, ValueError) as error:
-            if len(good) == 1:
-                errors[good[0]] = f"not a readable image ({data.error_reason(error)})"
-            else:
-                # Find the bad image(s) by decoding alone, without the model, and send
-                # the others again (should decoding find nothing, each on its own).
-                found = {i: reason for i in good if (reason := _decode_problem(pending[i][1]))}
-                parts = ([[(path, content, found.get(i, err)) for i, (path, content, err) in enumerate(pending)]]
-                         if found else [[item] for item in pending])
-                for part in parts:
-                    yield from _run_batch(serve, part)
-                return
-    records = _records(outputs, [pending[i][0] for i in good]) if outputs is not None else iter(())
-    for i, (path, _, _) in enumerate(pending):
-        yield {"image": path, "error": errors[i]} if i in errors else next(records)
+    good = [i for i, (_, _, error) in enumerate(pending) if error is None]
+    answers = dict(zip(good, call_batch(serve, [pending[i][1] for i in good])))
+    for i, (path, _, error) in enumerate(pending):
+        out, error = answers.get(i, (None, error))
+        yield {"image": path, "error": error} if error is not None else _record(out, path)
 
 
 @functools.lru_cache(maxsize=None)
