@@ -125,7 +125,9 @@ def main(argv=None):
         return 0
     if args.photos:
         from keras_cam.inference import expand_image_args
-        photos = expand_image_args([args.photos])[0]
+        photos, missing = expand_image_args([args.photos])
+        if missing or not photos:
+            parser.error(f"--photos {args.photos!r}: no images found")
     from keras_cam import inference, precision
     from keras_cam.export import export_saved_model
 
@@ -133,7 +135,7 @@ def main(argv=None):
     model = _common.cam_model(args.backbone, args.shared)
     print(_common.machine_line())
     print(f"{args.backbone} ({_common.weights_note(args.backbone)}), 224 px, batch {args.batch_size}, "
-          f"{len(paths)} JPEGs of {args.photos or os.path.join(args.shared, _common.PHOTOS)}, "
+          f"{len(paths)} images of {args.photos or os.path.join(args.shared, _common.PHOTOS)}, "
           f"precision {args.precision}")
     with tempfile.TemporaryDirectory() as tmp, precision.running_in(args.precision):
         loaded = inference.load_saved_model(export_saved_model(model, [str(i) for i in range(1000)],

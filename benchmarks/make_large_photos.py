@@ -38,8 +38,12 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     sizes = []
     for i, path in enumerate(photos[:args.count]):
-        image = cv2.resize(cv2.imread(path), (width, height), interpolation=cv2.INTER_CUBIC)
-        ok, blob = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        image = cv2.imread(path)
+        if image is None:
+            print(f"skipped (OpenCV cannot read it): {path}", file=sys.stderr)
+            continue
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
+        _, blob = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         with open(os.path.join(args.out, f"large_{i:04d}.jpg"), "wb") as f:
             f.write(blob.tobytes())
         sizes.append(blob.size)

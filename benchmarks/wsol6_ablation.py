@@ -23,6 +23,9 @@ Skips (exit 0) without ../shared.
 
 import argparse
 import functools
+import hashlib
+import json
+import multiprocessing
 import os
 import sys
 import time
@@ -66,6 +69,17 @@ class Bench:
         self.cache_dir = cache_dir
         self._features, self._images = {}, None
         os.makedirs(cache_dir, exist_ok=True)
+        # The caches hold features of these photos under this preprocessing rule: a
+        # cache written from other photos or by another keras_cam.data is refused.
+        with open(data.__file__, "rb") as f:
+            key = json.dumps({"photos": os.path.abspath(root), "count": len(self.paths),
+                              "data.py": hashlib.sha256(f.read()).hexdigest()})
+        stamp = os.path.join(cache_dir, "cache_key.json")
+        if os.path.exists(stamp) and open(stamp).read() != key:
+            raise SystemExit(f"error: {cache_dir} holds features of other photos or another preprocessing rule; "
+                             f"give a fresh --cache")
+        with open(stamp, "w") as f:
+            f.write(key)
 
     def features(self, name):
         if name not in self._features:
@@ -429,7 +443,8 @@ def main(argv=None):
         iou = [metrics.best_iou(bench.centre[i], bench.gts[i]) for i in index]
         print(f"  centre box (50% of the area), {split}: Loc {np.mean(np.array(iou) >= 0.5):.3f} / "
               f"BoxAcc {summarize(iou, iou)['mean_box_acc']:.3f}")
-    with ProcessPoolExecutor(2) as pool:
+    # spawn, not fork: TensorFlow's threads are running by now.
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         for name in names:
             what, make_maps, extent, rule = LEVERS[name]
             start = time.time()

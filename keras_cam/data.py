@@ -47,8 +47,9 @@ def _inspect_header(image_bytes):
         image_bytes: scalar string tensor.
 
     Returns:
-        dict of scalars: ``supported``, ``webp`` and ``animated_webp`` (bool) and
-        ``pixels`` (int64, 0 when not supported).
+        dict: ``supported``, ``webp``, ``animated_webp`` and ``jpeg`` (bool scalars),
+        ``pixels`` (int64, 0 when not supported) and ``jpeg_shape`` (int32 (2,), a
+        JPEG's height and width; zeros for other formats).
     """
     header = tf.strings.join([tf.strings.substr(image_bytes, 0, _HEADER_BYTES), b"\x00" * _HEADER_BYTES])
     octets = tf.cast(tf.io.decode_raw(tf.strings.substr(header, 0, _HEADER_BYTES), tf.uint8), tf.int64)
@@ -84,13 +85,15 @@ def _inspect_header(image_bytes):
     pixels = tf.constant(0, tf.int64)
     for is_format, declared in formats:
         pixels = tf.where(is_format, declared, pixels)
-    pixels = tf.cond(is_jpeg, lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64)),
-                     lambda: pixels)
+    jpeg_shape = tf.cond(is_jpeg, lambda: tf.image.extract_jpeg_shape(image_bytes)[:2],
+                         lambda: tf.zeros([2], tf.int32))
+    pixels = tf.where(is_jpeg, tf.reduce_prod(tf.cast(jpeg_shape, tf.int64)), pixels)
     is_webp = formats[-1][0]
     # libwebp's has_animation is this VP8X flag bit
     animated_webp = tf.logical_and(tf.logical_and(is_webp, starts(12, b"VP8X")), octets[20] // 2 % 2 > 0)
     return {"supported": tf.reduce_any(tf.stack([is_jpeg] + [is_format for is_format, _ in formats])),
-            "webp": is_webp, "animated_webp": animated_webp, "pixels": pixels}
+            "webp": is_webp, "animated_webp": animated_webp, "pixels": pixels,
+            "jpeg": is_jpeg, "jpeg_shape": jpeg_shape}
 
 
 def declared_pixels(image_bytes):
@@ -146,6 +149,11 @@ def decode_image(image_bytes, min_side=None):
             another format, truncated or corrupt), an animated WebP, or an image
             declaring more than ``MAX_IMAGE_PIXELS`` pixels.
     """
+    return _decode(image_bytes, min_side)[0]
+
+
+def _decode(image_bytes, min_side):
+    """``decode_image``, also giving the image's stored height and width (int32 (2,))."""
     header = _inspect_header(image_bytes)
     checks = [
         tf.debugging.assert_equal(header["supported"], True, message=f"Not a {SUPPORTED_FORMATS} image"),
@@ -166,7 +174,7 @@ def decode_image(image_bytes, min_side=None):
             lambda: tf.io.decode_image(image_bytes, channels=3, expand_animations=False, dtype=tf.uint8))
 
     def scaled_jpeg():
-        halvings = _jpeg_halvings(tf.image.extract_jpeg_shape(image_bytes), min_side)
+        halvings = _jpeg_halvings(header["jpeg_shape"], min_side)
         branches = [full_size] + [lambda r=r: tf.io.decode_jpeg(image_bytes, channels=3, ratio=r) for r in (2, 4, 8)]
         return tf.switch_case(halvings, branches)
 
@@ -174,8 +182,10 @@ def decode_image(image_bytes, min_side=None):
         if min_side is None:
             image = full_size()
         else:
-            image = tf.cond(tf.image.is_jpeg(image_bytes), scaled_jpeg, full_size)
-    return tf.ensure_shape(image, [None, None, 3])
+            image = tf.cond(header["jpeg"], scaled_jpeg, full_size)
+    image = tf.ensure_shape(image, [None, None, 3])
+    # A JPEG may have been decoded at a reduced scale: its stored size is the header's.
+    return image, tf.where(header["jpeg"], header["jpeg_shape"], tf.shape(image, out_type=tf.int32)[:2])
 
 
 def resize_image(image, image_size):
@@ -232,10 +242,7 @@ def decode_and_resize(image_bytes, image_size):
         A tuple ``(image, size)``: float32 (image_size, image_size, 3) RGB 0-255 and
         int32 (2,) the image's own height and width (as stored, before any scaling).
     """
-    image = decode_image(image_bytes, min_side=image_size)
-    # A JPEG may have been decoded at a reduced scale: its size is the header's.
-    size = tf.cond(tf.image.is_jpeg(image_bytes), lambda: tf.image.extract_jpeg_shape(image_bytes)[:2],
-                   lambda: tf.shape(image, out_type=tf.int32)[:2])
+    image, size = _decode(image_bytes, min_side=image_size)
     return resize_image(image, image_size), size
 
 
@@ -248,7 +255,7 @@ def decode_batch(image_bytes, image_size):
 
     Returns:
         A tuple ``(images, sizes)``: float32 (B, image_size, image_size, 3) RGB 0-255
-        and int32 (B, 2) each decoded image's height and width.
+        and int32 (B, 2) each image's stored height and width.
 
     Raises:
         tf.errors.InvalidArgumentError: if any image of the batch is refused by
@@ -397,13 +404,15 @@ def split_folder(folder, val_split, seed=0):
     return pick(~is_val), pick(is_val)
 
 
-def find_unreadable(paths):
+def find_unreadable(paths, min_side=None):
     """Finds the images that cannot be used, decoding all of them in parallel once.
 
     Files that could hang or exhaust a reader (see ``file_problem``) are not opened.
 
     Args:
         paths: list of image paths.
+        min_side: as for ``decode_image``: the model input side lets large JPEGs
+            decode at a reduced scale (libjpeg still reads all of their data).
 
     Returns:
         A list of ``(path, reason)`` for the images that cannot be used, in input order.
@@ -412,7 +421,7 @@ def find_unreadable(paths):
     to_decode = [i for i, reason in reasons.items() if reason is None]
     if to_decode:
         def check(index, path):
-            return index, tf.shape(decode_image(tf.io.read_file(path)))
+            return index, tf.shape(decode_image(tf.io.read_file(path), min_side))
 
         ds = tf.data.Dataset.from_tensor_slices((np.asarray(to_decode, np.int64),
                                                  path_strings([paths[i] for i in to_decode])))
@@ -420,7 +429,7 @@ def find_unreadable(paths):
         decoded = {int(index) for index, _ in ds.as_numpy_iterator()}
         for i in set(to_decode) - decoded:
             try:
-                decode_image(read_file(paths[i]))
+                decode_image(read_file(paths[i]), min_side)
                 reasons[i] = "could not be decoded"
             except (tf.errors.OpError, ValueError) as error:
                 reasons[i] = error_reason(error)

@@ -258,7 +258,7 @@ def prepare_data(config, run_dir):
         raise ValueError(
             f"--classes {config.classes} does not match the {len(names)} class folders found in "
             f"{config.data!r}: {names}")
-    skipped = data.find_unreadable(train.paths + val.paths)
+    skipped = data.find_unreadable(train.paths + val.paths, min_side=config.image_size)
     skipped_path = os.path.join(run_dir, "skipped_images.txt")
     storage.write_text(skipped_path, "".join(f"{p}\t{r}\n" for p, r in skipped))
     if skipped and config.strict:

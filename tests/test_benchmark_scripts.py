@@ -34,7 +34,3 @@ def test_wsol6_recipe_skips_without_its_inputs(tmp_path):
                    "--weights", missing + ".h5", "--out", str(tmp_path / "out")], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("SKIP: not found:")
-
-
-def test_every_script_is_covered():
-    assert {"wsol6.py", "wsol6_ablation.py", "infer_speed.py", "peers.py"} <= set(SCRIPTS)

@@ -91,12 +91,44 @@ def test_bad_bytes_are_still_refused_with_a_reason():
         data.decode_and_resize(tf.constant(b"not an image at all"), 224)
 
 
-def test_training_crops_of_a_large_jpeg_keep_the_model_resolution(tmp_path):
+def test_training_and_evaluation_pipelines_ask_for_their_scales(tmp_path, monkeypatch):
     path = tmp_path / "big.jpg"
     path.write_bytes(_jpeg(_photo_like(1800, 2400)))
+    asked = []
+    real = data.decode_image
+
+    def spy(image_bytes, min_side=None):
+        asked.append(min_side)
+        return real(image_bytes, min_side)
+
+    monkeypatch.setattr(data, "decode_image", spy)
     ds = data.make_dataset([str(path)] * 4, [0, 0, 0, 0], 224, batch_size=4, training=True)
     images, labels = next(iter(ds))
     assert images.shape == (4, 224, 224, 3) and labels.shape == (4,)
-    # min_side 448 for training: 1800 // 4 = 450 >= 448, so 1/4 scale, not 1/8.
-    decoded = data.decode_image(tf.constant(path.read_bytes()), min_side=448)
-    assert decoded.shape == (450, 600, 3)
+    # Random crops keep about half of each side: training decodes at twice the input size.
+    assert set(asked) == {448}
+    asked.clear()
+    next(iter(data.make_dataset([str(path)], [0], 224, batch_size=1, training=False)))
+    assert set(asked) == {224}
+    asked.clear()
+    assert data.find_unreadable([str(path)], min_side=224) == [] and set(asked) == {224}
+    # 1800 // 4 = 450 >= 448: 1/4 scale for training, where evaluation gets 1/8.
+    assert real(tf.constant(path.read_bytes()), min_side=448).shape == (450, 600, 3)
+
+
+def test_the_served_model_answers_in_the_stored_pixels_of_a_large_jpeg(exported, cam_model):
+    """The serving graph takes the reduced-scale path (the test model's input is 64 px)."""
+    from conftest import IMAGE_SIZE
+
+    from keras_cam import cam as cam_ops
+    blob = _jpeg(_photo_like(300, 400))
+    assert int(data.jpeg_scale(tf.constant([300, 400]), IMAGE_SIZE)) == 4
+    served = tf.saved_model.load(exported).signatures["serving_default"](image_bytes=tf.constant([blob]))
+    assert served["image_sizes"].numpy().tolist() == [[300, 400]]
+    image = data.load_and_resize(tf.constant(blob), IMAGE_SIZE)[None]
+    outputs = cam_model(image, training=False)
+    class_id = int(outputs["logits"].numpy().argmax())
+    assert int(served["class_ids"][0]) == class_id
+    cam = cam_ops.normalize_cams(cam_ops.class_activation_maps(
+        outputs["features"], cam_model.get_layer("logits").kernel, [class_id])).numpy()
+    np.testing.assert_allclose(served["cams"].numpy(), cam, atol=1e-4)
