@@ -29,6 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet "tf-keras-vis==0.8.7"
 	$(BIN)/python benchmarks/infer_speed.py
 	$(BIN)/python benchmarks/infer_speed.py --backbone resnet50 --sides forward,infer,split
+	$(BIN)/python benchmarks/make_large_photos.py --out /tmp/keras_cam_large_photos
+	$(BIN)/python benchmarks/infer_speed.py --photos /tmp/keras_cam_large_photos --images 64 --rounds 8 --sides forward,infer,decode
 	$(BIN)/python benchmarks/peers.py --rounds 3
 	$(BIN)/python benchmarks/peers.py --batch-size 1 --images 8
 	$(BIN)/python benchmarks/train_speed.py

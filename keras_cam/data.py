@@ -9,7 +9,7 @@ bilinear interpolation, stretching, not padding, so that a box normalized to the
 resized image is the same box normalized to the original. A JPEG at least twice the
 model input on both sides is decoded at libjpeg's reduced scale (1/2, 1/4 or 1/8, the
 smallest that keeps both sides at least ``image_size``; ``jpeg_scale``) before that
-resize: a 12-megapixel photo then decodes ~3x faster, and the input is the smoother
+resize: a 12-megapixel photo then decodes 2-3x faster, and the input is the smoother
 downscale of the two.
 
 Untrusted bytes: only JPEG, PNG, GIF, BMP and still WebP are decoded (TF would also
