@@ -324,6 +324,22 @@ def _all_class(how):
     return maps
 
 
+def imagenet_head(bench, train, test):
+    """The stock 1000-class ImageNet head on the same features: the CAM of the image's
+    top-5 ImageNet classes, weighted by their probabilities (no training on wsol6)."""
+    from keras_cam.imagenet import imagenet_cam_model
+    head = imagenet_cam_model(bench.weights).get_layer("logits")
+    kernel, bias = head.kernel.numpy(), head.bias.numpy()
+    feats = np.asarray(bench.features("s16")[test], np.float32)
+    logits = feats.mean(axis=(1, 2)) @ kernel + bias
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    top = np.argsort(-p, axis=1)[:, :5]
+    weights = np.stack([kernel[:, t] @ p[i, t] for i, t in enumerate(top)])
+    from keras_cam import cam
+    return cam.upsample_cams(np.einsum("bhwk,bk->bhw", feats, weights), (SIZE, SIZE)).numpy()
+
+
 def _fine_tuned(**options):
     def maps(bench, train, test):
         return fine_tune(bench, train, **options)(test)[0]
@@ -377,6 +393,8 @@ LEVERS = {
                 _all_class("softmax"), RECIPE_EXTENT, None),
     "max_other": ("recipe, map = class CAM minus the strongest other class", _all_class("max_other"),
                   RECIPE_EXTENT, None),
+    "imagenet_head": ("map of the stock ImageNet head's top-5 classes (not trained on wsol6)", imagenet_head,
+                      RECIPE_EXTENT, None),
     "bas_head": ("recipe, head trained with background suppression + area loss (1, 0.5)",
                  _head_maps("s16", extra=background_suppression()), RECIPE_EXTENT, None),
     "split_objects": ("recipe + regions at 0.5 as further boxes when there are several", recipe, RECIPE_EXTENT,
