@@ -64,9 +64,8 @@ def main(argv=None):
                 with open(path, "rb") as f:
                     blobs.append(f.read())
             out = serve(image_bytes=tf.constant(blobs))
-            # The map the graph thresholded: the served CAM upsampled and renormalized
-            # (normalization is affine, so this equals normalize(upsample(raw CAM))).
-            maps = cam_ops.normalize_cams(cam_ops.upsample_cams(out["cams"], (size, size))).numpy()
+            # The map the graph thresholded, from the served CAM and objectness.
+            maps = cam_ops.maps_from_cams(out["cams"], out["objectness"], (size, size)).numpy()
             for j in range(len(batch)):
                 reference, _ = box_rule.boxes_from_cam(maps[j], args.tau, all_regions=True,
                                                         box_extent=args.box_extent)

@@ -44,6 +44,7 @@ CACHES = {
     "s32": (224, None, None, False), "s16": (224, 16, None, False), "s16_flip": (224, 16, None, True),
     "s16_320": (320, 16, None, False), "b16": (224, 16, "block_16_project_BN", False),
     "b13": (224, 16, "block_13_project_BN", False), "b13_flip": (224, 16, "block_13_project_BN", True),
+    "b12": (224, 16, "block_12_add", False),
 }
 
 
@@ -340,6 +341,24 @@ def imagenet_head(bench, train, test):
     return cam.upsample_cams(np.einsum("bhwk,bk->bhw", feats, weights), (SIZE, SIZE)).numpy()
 
 
+def objectness_maps(bench, train, test):
+    """The recipe's CAM times an objectness head on blocks 12-13 (``keras_cam.objectness``):
+    a logistic regression at each position, fitted on the training fold's own CAMs
+    (object >= 0.6, background <= 0.1 of each normalized map), as ``train.py
+    --objectness-layers block_12_add,block_13_project_BN`` does."""
+    from keras_cam import cam, objectness
+    feats = bench.features("s16")
+    lower = np.concatenate([np.asarray(bench.features(n), np.float32) for n in ("b12", "b13")], -1)
+    kernel = train_head(feats[train], bench.labels[train])
+    labels = objectness.pseudo_labels(
+        cam.class_activation_maps(np.asarray(feats[train], np.float32), kernel, bench.labels[train])).reshape(-1)
+    x = lower[train].reshape(-1, lower.shape[-1])
+    weights, bias = objectness.fit_logistic(x[labels >= 0], labels[labels >= 0])
+    probability = 1 / (1 + np.exp(-(lower[test] @ weights + bias)))
+    raw = cam.class_activation_maps(np.asarray(feats[test], np.float32), kernel, bench.labels[test])
+    return cam.maps_from_cams(raw, probability, (SIZE, SIZE)).numpy()
+
+
 def _fine_tuned(**options):
     def maps(bench, train, test):
         return fine_tune(bench, train, **options)(test)[0]
@@ -401,6 +420,8 @@ LEVERS = {
                       split_objects_rule),
     "split_objects_10": ("same, only regions with >= 10% of that foreground", recipe, RECIPE_EXTENT,
                          functools.partial(split_objects_rule, min_share=0.1)),
+    "objectness": ("recipe, boxes on CAM x objectness head (blocks 12-13, fitted on the CAM's confident regions)",
+                   objectness_maps, RECIPE_EXTENT, None),
     "mass": ("recipe maps, per-image threshold by mass share p (tau axis = p)", recipe, RECIPE_EXTENT, mass_rule),
     "ft_last": ("last stage fine-tuned (Adam 1e-4, 6 epochs, photos + mirrors)", _fine_tuned(), RECIPE_EXTENT, None),
     "ft_cutmix": ("last stage fine-tuned with feature CutMix (3e-4, p 0.5)",

@@ -40,7 +40,8 @@ def localization_maps_for_files(cam_model, paths, class_ids=None, batch_size=32)
         outputs = cam_model(images, training=False)
         predicted = tf.argmax(outputs["logits"], axis=-1, output_type=tf.int32)
         wanted = predicted if class_ids is None else tf.constant(np.asarray(class_ids[start:start + len(images)]), tf.int32)
-        maps = cam_ops.localization_maps(outputs["features"], kernel, wanted, (size, size)).numpy()
+        maps = cam_ops.localization_maps(outputs["features"], kernel, wanted, (size, size),
+                                        cam_ops.objectness_of(outputs)).numpy()
         for i in range(len(maps)):
             yield start + i, maps[i], int(predicted[i]), tuple(int(v) for v in sizes[i])
         start += len(maps)

@@ -55,16 +55,46 @@ def upsample_cams(cams, size):
     return tf.image.resize(tf.convert_to_tensor(cams, tf.float32)[..., None], size, method="bilinear")[..., 0]
 
 
-def localization_maps(features, kernel, class_ids, size):
-    """The maps the box rule is applied to: CAM, upsampled to ``size``, normalized.
+def maps_from_cams(cams, objectness, size):
+    """The maps the box rule is applied to, from low-resolution CAMs.
+
+    Without objectness, the CAM upsampled to ``size`` and normalized. With it, the
+    normalized CAM times the objectness probability (``keras_cam.objectness``), at
+    the feature resolution, then upsampled and normalized. An objectness of all ones
+    gives back the plain CAM's map (min-max normalization and bilinear resizing
+    commute with affine maps).
+
+    Args:
+        cams: float (B, h, w), raw or normalized CAMs.
+        objectness: None, or float (B, h, w) probabilities.
+        size: ``(height, width)`` of the model input.
+
+    Returns:
+        float32 (B, height, width) with values in [0, 1].
+    """
+    if objectness is not None:
+        cams = normalize_cams(cams) * tf.convert_to_tensor(objectness, tf.float32)
+    return normalize_cams(upsample_cams(cams, size))
+
+
+def objectness_of(outputs):
+    """The (B, h, w) objectness probabilities of a CAM model's outputs, or None."""
+    objectness = outputs.get("objectness") if hasattr(outputs, "get") else None
+    return None if objectness is None else tf.convert_to_tensor(objectness, tf.float32)[..., 0]
+
+
+def localization_maps(features, kernel, class_ids, size, objectness=None):
+    """The maps the box rule is applied to: CAM (times objectness), upsampled to ``size``, normalized.
 
     Args:
         features: float32 (B, h, w, K).
         kernel: float32 (K, C).
         class_ids: int (B,).
         size: ``(height, width)`` of the model input.
+        objectness: optional float (B, h, w) probabilities (``maps_from_cams``).
 
     Returns:
         float32 (B, height, width) with values in [0, 1].
     """
-    return normalize_cams(upsample_cams(class_activation_maps(features, kernel, class_ids), size))
+    return maps_from_cams(class_activation_maps(features, kernel, class_ids), objectness, size)
+

@@ -76,6 +76,11 @@ def add_train_arguments(parser):
                         help="half the backbone's output stride (16 for resnet50, resnet18, mobilenet_v2): the last "
                              "stage runs dilated at the previous resolution with the same weights, a 14x14 CAM at "
                              "224 px instead of 7x7 (default: the backbone's own)")
+    parser.add_argument("--objectness-layers", type=_layer_names, default=None, metavar="LAYER[,LAYER]",
+                        help="add an objectness head on these backbone layers (at the feature map's resolution), "
+                             "fitted after training on the CAM's own confident regions; boxes are then drawn on "
+                             "CAM x objectness (for mobilenet_v2 with --feature-stride 16: "
+                             "block_12_add,block_13_project_BN, see BENCHMARKS.md) (default: none)")
     add_box_extent_argument(parser)
     parser.add_argument("--seed", type=int, default=0, help=f"{d}")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
@@ -84,6 +89,13 @@ def add_train_arguments(parser):
     parser.add_argument("--saved-models-dir", default="saved_models", help=f"where the final export goes {d}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_precision_argument(parser)
+
+
+def _layer_names(text):
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected layer names separated by commas, got {text!r}")
+    return names
 
 
 def add_box_extent_argument(parser):
@@ -122,7 +134,7 @@ def _train(args):
             learning_rate=args.learning_rate, val_split=args.val_split,
             checkpoint_every=args.checkpoint_every, train_layers=args.train_layers, seed=args.seed,
             strict=args.strict, tau=args.tau, precision=args.precision, feature_stride=args.feature_stride,
-            box_extent=args.box_extent)
+            objectness_layers=args.objectness_layers, box_extent=args.box_extent)
         run_dir = training.make_run_dir(args.experiments_dir)
         print(f"Run folder: {run_dir}")
     result = training.train(config, run_dir, verbose=0 if args.quiet else 1)
@@ -138,6 +150,10 @@ def _train(args):
         raise WriteError(f"{error} The trained model is safe in {run_dir}; export it later with "
                          f"`keras-cam export {run_dir}`.", error.errno) from error
     print(training.summary_line(result, run_dir))
+    fit = result["objectness_fit"]
+    if fit:
+        print(f"Objectness head: fitted on {fit['positions']} positions of the training images' CAMs "
+              f"({fit['object_share']:.0%} object), agreeing with them on {fit['train_accuracy']:.0%}")
     print(f"SavedModel: {target}")
     return 0
 

@@ -110,8 +110,11 @@ def _localize(serve, batch, size):
     answers = inference.call_batch(serve, [content for _, content, _ in batch],
                                    class_ids=[np.int32(class_id) for *_, class_id in batch])
     done = [out for out, _ in answers if out is not None]
-    maps = iter(cam_ops.normalize_cams(cam_ops.upsample_cams(np.stack([out["cams"] for out in done]),
-                                                             (size, size))).numpy() if done else ())
+    # The map the serving graph thresholded (SavedModels older than objectness heads
+    # serve no "objectness": their map is the CAM's).
+    objectness = np.stack([out["objectness"] for out in done]) if done and "objectness" in done[0] else None
+    maps = iter(cam_ops.maps_from_cams(np.stack([out["cams"] for out in done]), objectness,
+                                       (size, size)).numpy() if done else ())
     for item, (out, error) in zip(batch, answers):
         yield item, (None if out is None else {"map": next(maps), **out}), error
 

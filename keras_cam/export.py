@@ -14,7 +14,9 @@ Signatures (all return the same named outputs):
         [-1], one class per image: the CAM and boxes of that class instead of the
         predicted one (evaluation needs the true class's map for GT-known Loc).
 Outputs: ``probabilities`` [-1, C], ``class_ids`` [-1], ``class_names`` [-1],
-``scores`` [-1], ``cams`` [-1, h, w] (normalized to [0, 1]),
+``scores`` [-1], ``cams`` [-1, h, w] (normalized to [0, 1]), ``objectness`` [-1, h, w]
+(the model's objectness probabilities, ``keras_cam.objectness``; all ones without an
+objectness head), the boxes being drawn on ``cam.maps_from_cams(cams, objectness)``,
 ``boxes`` [-1, K, 4] normalized ``[ymin, xmin, ymax, xmax]``, ``box_scores`` [-1, K]
 (0 marks padding), ``num_boxes`` [-1] and ``image_sizes`` [-1, 2] (height, width of
 the input image, to turn normalized boxes into pixels). ``class_ids``,
@@ -96,7 +98,10 @@ class CamServingModule(tf.Module):
                 class_ids = tf.identity(class_ids)
         kernel = tf.convert_to_tensor(self.model.get_layer(HEAD_NAME).kernel)
         raw = cam_ops.class_activation_maps(features, kernel, class_ids)
-        maps = cam_ops.normalize_cams(cam_ops.upsample_cams(raw, (self.image_size, self.image_size)))
+        objectness = cam_ops.objectness_of(outputs)
+        if objectness is None:
+            objectness = tf.ones_like(raw)
+        maps = cam_ops.maps_from_cams(raw, objectness, (self.image_size, self.image_size))
         boxes, box_scores, num_boxes = boxes_from_cams_tf(maps, self.tau, self.max_boxes, self.box_extent)
         return {
             "probabilities": probabilities,
@@ -104,6 +109,7 @@ class CamServingModule(tf.Module):
             "class_names": tf.gather(self.class_names, class_ids),
             "scores": tf.gather(probabilities, class_ids, batch_dims=1),
             "cams": cam_ops.normalize_cams(raw),
+            "objectness": objectness,
             "boxes": boxes,
             "box_scores": box_scores,
             "num_boxes": num_boxes,

@@ -18,6 +18,7 @@ import keras
 from keras_cam import resnet18
 
 HEAD_NAME = "logits"
+OBJECTNESS_NAME = "objectness"
 WEIGHTS_CHOICES = ("imagenet", "none", "PATH to a weights file")
 
 
@@ -201,8 +202,24 @@ def _halve_output_stride(net, backbone_name, inputs, preprocessed):
     return new
 
 
+def _same_size_outputs(net, backbone_name, features, names):
+    """The outputs of the named backbone layers, which must have the feature map's size."""
+    size = tuple(features.shape[1:3])
+    same_size = [l.name for l in net.layers if len(l.output.shape) == 4 and tuple(l.output.shape[1:3]) == size]
+    outputs = []
+    for name in names:
+        if name not in same_size:
+            reason = "no such layer" if name not in {l.name for l in net.layers} else "another resolution"
+            raise ValueError(
+                f"objectness_layers: backbone {backbone_name!r} has no {size[0]}x{size[1]} layer {name!r} "
+                f"({reason}). Its last layers at the feature map's resolution: {', '.join(same_size[-12:])}. "
+                f"Received: {name!r}")
+        outputs.append(net.get_layer(name).output)
+    return outputs
+
+
 def build_cam_model(num_classes, backbone="resnet50", weights="imagenet", image_size=224,
-                    freeze_batchnorm=None, feature_stride=None):
+                    freeze_batchnorm=None, feature_stride=None, objectness_layers=None):
     """Builds the CAM model.
 
     Args:
@@ -220,10 +237,20 @@ def build_cam_model(num_classes, backbone="resnet50", weights="imagenet", image_
             last stage then runs at the previous stage's resolution with dilated
             convolutions and the same weights (a 14x14 CAM at 224 px instead of
             7x7; about 1.3x the compute for MobileNetV2).
+        objectness_layers: optional names of backbone layers at the feature map's
+            resolution. The model then has a third output, ``"objectness"``: a 1x1
+            convolution with a sigmoid on those layers' concatenated outputs, the
+            probability that each position is object rather than background. It is
+            not trained by the classifier's loss; ``keras_cam.objectness.fit_objectness``
+            fits it on the CAM's own confident regions after training, and the box
+            rule then thresholds CAM x objectness (``keras_cam.cam.maps_from_cams``).
+            For MobileNetV2 with ``feature_stride=16``:
+            ``["block_12_add", "block_13_project_BN"]`` (BENCHMARKS.md).
 
     Returns:
         A ``keras.Model`` mapping float32 (B, S, S, 3) RGB 0-255 to
-        ``{"logits": float32 (B, C), "features": float32 (B, h, w, K)}``.
+        ``{"logits": float32 (B, C), "features": float32 (B, h, w, K)}``, plus
+        ``"objectness"``: float32 (B, h, w, 1) with ``objectness_layers``.
 
     Raises:
         ValueError: unknown backbone, bad class count or weights argument.
@@ -271,7 +298,15 @@ def build_cam_model(num_classes, backbone="resnet50", weights="imagenet", image_
     features = net.get_layer(spec.feature_layer).output
     pooled = keras.layers.GlobalAveragePooling2D(name="gap")(features)
     logits = keras.layers.Dense(int(num_classes), name=HEAD_NAME)(pooled)
-    model = keras.Model(inputs, {"logits": logits, "features": features}, name=f"cam_{backbone}")
+    outputs = {"logits": logits, "features": features}
+    if objectness_layers:
+        names = [objectness_layers] if isinstance(objectness_layers, str) else list(objectness_layers)
+        found = _same_size_outputs(net, backbone, features, names)
+        x = found[0] if len(found) == 1 else keras.layers.Concatenate(name="objectness_inputs")(found)
+        # Starts at 0.5 everywhere (a no-op on the map) until fit_objectness sets it.
+        outputs[OBJECTNESS_NAME] = keras.layers.Conv2D(1, 1, activation="sigmoid", kernel_initializer="zeros",
+                                                       name=OBJECTNESS_NAME)(x)
+    model = keras.Model(inputs, outputs, name=f"cam_{backbone}")
     if freeze_batchnorm is None:
         freeze_batchnorm = weights is not None
     if freeze_batchnorm:
@@ -323,7 +358,8 @@ def set_trainable(cam_model, train_layers):
 
     ``"last_stage"`` trains the head and the backbone layers of the last stage (the
     layers from the last strided convolution on). BatchNormalization layers keep the
-    trainability set by ``build_cam_model``.
+    trainability set by ``build_cam_model``. An objectness head never learns here
+    (``keras_cam.objectness.fit_objectness`` fits it after training).
 
     Args:
         cam_model: a model from ``build_cam_model``.
@@ -335,7 +371,7 @@ def set_trainable(cam_model, train_layers):
     if train_layers == "all":
         start = 0
     elif train_layers == "head":
-        start = len(layers) - 2  # gap, logits
+        start = [l.name for l in layers].index("gap")  # gap, logits (and the objectness head's layers)
     else:
         strided = [i for i, l in enumerate(layers)
                    if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
@@ -347,6 +383,8 @@ def set_trainable(cam_model, train_layers):
                 layer.trainable = False
             continue
         layer.trainable = i >= start
+    if OBJECTNESS_NAME in [l.name for l in layers]:
+        cam_model.get_layer(OBJECTNESS_NAME).trainable = False  # fitted by keras_cam.objectness, not by fit
 
 
 def load_cam_model(path):

@@ -43,7 +43,8 @@ def localize_images(cam_model, images, tau=box_rule.DEFAULT_TAU):
     probabilities = tf.nn.softmax(outputs["logits"], axis=-1).numpy()
     class_ids = probabilities.argmax(axis=-1).astype(np.int32)
     kernel = cam_model.get_layer(HEAD_NAME).kernel
-    maps = cam_ops.localization_maps(outputs["features"], kernel, class_ids, (size, size)).numpy()
+    maps = cam_ops.localization_maps(outputs["features"], kernel, class_ids, (size, size),
+                                    cam_ops.objectness_of(outputs)).numpy()
     return {
         "class_ids": class_ids,
         "scores": probabilities.max(axis=-1),

@@ -29,7 +29,7 @@ import os
 
 import keras
 
-from keras_cam import data, precision, storage, summaries
+from keras_cam import data, objectness, precision, storage, summaries
 from keras_cam.boxes import DEFAULT_TAU
 from keras_cam.model import (
     build_cam_model,
@@ -58,6 +58,7 @@ class TrainConfig:
     strict: bool = False
     tau: float = DEFAULT_TAU
     feature_stride: int = None  # None: the backbone's own; half of it: atrous last stage (build_cam_model)
+    objectness_layers: list = None  # backbone layers of the objectness head (keras_cam.objectness), or None
     box_extent: float = 0.0  # box rule of the export: 0 bounding rectangles, k > 0 moment boxes (boxes.py)
     precision: str = "float32"  # or "bfloat16" (keras_cam.precision); checkpoints stay float32
 
@@ -317,7 +318,7 @@ def train(config, run_dir, verbose=1):
     state = read_resume_state(run_dir)
     keras.utils.set_random_seed(config.seed)
     cam_model = build_cam_model(config.classes, config.backbone, config.weights, config.image_size,
-                                feature_stride=config.feature_stride)
+                                feature_stride=config.feature_stride, objectness_layers=config.objectness_layers)
     set_trainable(cam_model, config.train_layers)
     classifier = classifier_view(cam_model)
     classifier.compile(
@@ -361,7 +362,15 @@ def train(config, run_dir, verbose=1):
     best_path = os.path.join(checkpoints, "best.keras")
     best = load_cam_model(best_path) if os.path.exists(best_path) else center_head(cam_model)
     best_val_accuracy, best_epoch = read_best(checkpoints)
-    return {"cam_model": best, "class_names": train_set.class_names, "history": read_log(log_path),
+    objectness_fit = None
+    if config.objectness_layers:
+        if verbose:
+            print(f"Fitting the objectness head on the CAMs of {len(train_set.paths)} training images ...", flush=True)
+        objectness_fit = objectness.fit_objectness(best, train_set.paths, train_set.labels, config.batch_size,
+                                                   config.seed)
+        if os.path.exists(best_path):
+            storage.save_model(best, best_path)
+    return {"cam_model": best, "objectness_fit": objectness_fit, "class_names": train_set.class_names, "history": read_log(log_path),
             "best_epoch": best_epoch, "best_val_accuracy": best_val_accuracy, "initial_epoch": initial_epoch,
             "train_set": train_set, "val_set": val_set, "skipped": skipped}
 

@@ -17,7 +17,7 @@ from keras_cam import cam as cam_ops
 from keras_cam import data
 from keras_cam.export import export_saved_model, next_version_dir
 
-OUTPUTS = {"probabilities", "class_ids", "class_names", "scores", "cams", "boxes", "box_scores",
+OUTPUTS = {"probabilities", "class_ids", "class_names", "scores", "cams", "objectness", "boxes", "box_scores",
            "num_boxes", "image_sizes"}
 
 
