@@ -101,7 +101,12 @@ def make_run_dir(experiments_dir, now=None):
 
 
 class CheckpointCallback(keras.callbacks.Callback):
-    """Saves the CAM model every ``every`` epochs and whenever ``val_accuracy`` improves.
+    """Saves the CAM model every ``every`` epochs and whenever the validation score improves.
+
+    The score is ``val_accuracy``, ties broken by the lower ``val_loss`` (the training
+    set's when there is no validation set): on a small validation set accuracy
+    saturates early (100% after a few epochs), and the first epoch to reach it would
+    otherwise win over later ones that fit the same images with far more confidence.
 
     At each epoch end it first centres the head (``keras_cam.model.center_head``):
     no probability and no gradient changes, and every checkpoint (so every export)
@@ -111,37 +116,41 @@ class CheckpointCallback(keras.callbacks.Callback):
         cam_model: the multi-output model (the one that gets exported).
         folder: ``RUN_DIR/checkpoints``.
         every: period in epochs.
-        best_so_far: best ``val_accuracy`` of earlier epochs (on resume).
+        best_so_far: ``(accuracy, loss)`` of the best earlier epoch (on resume),
+            as ``read_best`` returns it.
     """
 
-    def __init__(self, cam_model, folder, every, best_so_far=-1.0):
+    def __init__(self, cam_model, folder, every, best_so_far=(-1.0, math.inf)):
         super().__init__()
         self.cam_model = cam_model
         self.folder = folder
         self.every = max(1, int(every))
-        self.best = best_so_far
+        self.best = tuple(best_so_far)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         center_head(self.cam_model)
         if (epoch + 1) % self.every == 0:
             storage.save_model(self.cam_model, os.path.join(self.folder, f"epoch_{epoch + 1:03d}.keras"))
-        score = logs.get("val_accuracy", logs.get("accuracy", -1.0))
-        if score > self.best:
-            self.best = float(score)
+        prefix = "val_" if "val_accuracy" in logs else ""
+        accuracy = float(logs.get(prefix + "accuracy", -1.0))
+        loss = float(logs.get(prefix + "loss", math.inf))
+        if (accuracy, -loss) > (self.best[0], -self.best[1]):
+            self.best = (accuracy, loss)
             storage.save_model(self.cam_model, os.path.join(self.folder, "best.keras"))
             storage.write_text(os.path.join(self.folder, "best.json"),
-                               json.dumps({"epoch": epoch + 1, "val_accuracy": self.best}))
+                               json.dumps({"epoch": epoch + 1, "val_accuracy": accuracy, "val_loss": loss}))
 
 
 def read_best(checkpoints):
-    """``(val_accuracy, epoch)`` of ``best.keras`` from ``best.json``; ``(-1.0, 0)`` if none."""
+    """``((val_accuracy, val_loss), epoch)`` of ``best.keras`` from ``best.json``;
+    ``((-1.0, inf), 0)`` if none."""
     try:
         with open(os.path.join(checkpoints, "best.json")) as f:
             best = json.load(f)
-        return float(best["val_accuracy"]), int(best["epoch"])
+        return (float(best["val_accuracy"]), float(best.get("val_loss", math.inf))), int(best["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
-        return -1.0, 0
+        return (-1.0, math.inf), 0
 
 
 STATE_FILE = "state.json"
@@ -361,7 +370,7 @@ def train(config, run_dir, verbose=1):
                                      f"--resume {run_dir}", error.errno) from error
     best_path = os.path.join(checkpoints, "best.keras")
     best = load_cam_model(best_path) if os.path.exists(best_path) else center_head(cam_model)
-    best_val_accuracy, best_epoch = read_best(checkpoints)
+    (best_val_accuracy, _), best_epoch = read_best(checkpoints)
     objectness_fit = None
     if config.objectness_layers:
         if verbose:

@@ -6,6 +6,7 @@ and the served boxes against the library's box rule applied to the library's map
 so the serving graph and the reference cannot drift apart.
 """
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -105,6 +106,10 @@ def test_objectness_layers_must_exist_at_the_feature_resolution(name, reason):
 
 
 def _fitted_model(tmp_path, per_class=8):
+    # A random tiny backbone separates its own CAM's confident regions better for some
+    # initializations than for others: a fixed seed keeps the test independent of the
+    # tests that ran before it.
+    keras.utils.set_random_seed(0)
     model = build_cam_model(3, "tiny", "none", SIZE, objectness_layers=["tiny_bn5", "tiny_relu5"])
     randomize_batchnorm(model)
     synthetic.write_dataset(str(tmp_path / "data"), {"train": per_class}, size=SIZE, seed=5)

@@ -211,6 +211,30 @@ def test_checkpoints_carry_a_centred_head(tmp_path):
         np.testing.assert_allclose(head.bias.numpy(), [-4 / 3, -1 / 3, 5 / 3], rtol=1e-6)
 
 
+def test_best_checkpoint_breaks_accuracy_ties_by_the_lower_loss(tmp_path):
+    model = build_cam_model(3, "tiny", "none", 32)
+    callback = training.CheckpointCallback(model, str(tmp_path), every=100)
+    epochs = [(0.5, 1.0), (1.0, 0.5), (1.0, 0.2), (1.0, 0.3), (0.9, 0.1)]
+    for epoch, (accuracy, loss) in enumerate(epochs):
+        callback.on_epoch_end(epoch, {"accuracy": 0.0, "loss": 9.0, "val_accuracy": accuracy, "val_loss": loss})
+    assert training.read_best(str(tmp_path)) == ((1.0, 0.2), 3)
+    # A resumed run carries on from the same best: a tie at a higher loss does not replace it.
+    resumed = training.CheckpointCallback(model, str(tmp_path), every=100, best_so_far=training.read_best(str(tmp_path))[0])
+    resumed.on_epoch_end(5, {"val_accuracy": 1.0, "val_loss": 0.25})
+    assert training.read_best(str(tmp_path)) == ((1.0, 0.2), 3)
+    resumed.on_epoch_end(6, {"val_accuracy": 1.0, "val_loss": 0.15})
+    assert training.read_best(str(tmp_path)) == ((1.0, 0.15), 7)
+
+
+def test_without_validation_the_training_scores_choose(tmp_path):
+    model = build_cam_model(3, "tiny", "none", 32)
+    callback = training.CheckpointCallback(model, str(tmp_path), every=100)
+    callback.on_epoch_end(0, {"accuracy": 0.8, "loss": 0.4})
+    callback.on_epoch_end(1, {"accuracy": 0.8, "loss": 0.3})
+    callback.on_epoch_end(2, {"accuracy": 0.7, "loss": 0.1})
+    assert training.read_best(str(tmp_path)) == ((0.8, 0.3), 2)
+
+
 @pytest.mark.slow
 def test_train_flags_reach_the_model_and_the_export(tmp_path):
     synthetic.write_dataset(str(tmp_path / "data"), {"train": 6}, size=32, seed=3)
