@@ -44,7 +44,7 @@ CACHES = {
     "s32": (224, None, None, False), "s16": (224, 16, None, False), "s16_flip": (224, 16, None, True),
     "s16_320": (320, 16, None, False), "b16": (224, 16, "block_16_project_BN", False),
     "b13": (224, 16, "block_13_project_BN", False), "b13_flip": (224, 16, "block_13_project_BN", True),
-    "b12": (224, 16, "block_12_add", False),
+    "b12": (224, 16, "block_12_add", False), "b5": (224, 16, "block_5_add", False),
 }
 
 
@@ -341,22 +341,42 @@ def imagenet_head(bench, train, test):
     return cam.upsample_cams(np.einsum("bhwk,bk->bhw", feats, weights), (SIZE, SIZE)).numpy()
 
 
-def objectness_maps(bench, train, test):
-    """The recipe's CAM times an objectness head on blocks 12-13 (``keras_cam.objectness``):
-    a logistic regression at each position, fitted on the training fold's own CAMs
-    (object >= 0.6, background <= 0.1 of each normalized map), as ``train.py
-    --objectness-layers block_12_add,block_13_project_BN`` does."""
-    from keras_cam import cam, objectness
-    feats = bench.features("s16")
-    lower = np.concatenate([np.asarray(bench.features(n), np.float32) for n in ("b12", "b13")], -1)
-    kernel = train_head(feats[train], bench.labels[train])
-    labels = objectness.pseudo_labels(
-        cam.class_activation_maps(np.asarray(feats[train], np.float32), kernel, bench.labels[train])).reshape(-1)
-    x = lower[train].reshape(-1, lower.shape[-1])
-    weights, bias = objectness.fit_logistic(x[labels >= 0], labels[labels >= 0])
-    probability = 1 / (1 + np.exp(-(lower[test] @ weights + bias)))
-    raw = cam.class_activation_maps(np.asarray(feats[test], np.float32), kernel, bench.labels[test])
-    return cam.maps_from_cams(raw, probability, (SIZE, SIZE)).numpy()
+def _upsampled(feats, side):
+    """Bilinear resize of (N, h, w, K) features to (N, side, side, K), in chunks."""
+    import tensorflow as tf
+    feats = np.asarray(feats, np.float32)
+    if feats.shape[1] == side:
+        return feats
+    return np.concatenate([tf.image.resize(feats[i:i + 64], (side, side)).numpy() for i in range(0, len(feats), 64)])
+
+
+def _objectness(layers=("b12", "b13"), side=14, foreground=0.6, background=0.1, rounds=1, only=False):
+    """The recipe's CAM times an objectness head (``keras_cam.objectness``): a logistic
+    regression at each position of the cached ``layers`` (resized to ``side``), fitted on
+    the training fold's own CAMs (object >= ``foreground``, background <= ``background``
+    of each normalized map), as ``train.py --objectness-layers
+    block_12_add,block_13_project_BN`` does with the defaults. ``rounds`` > 1 refits on
+    the labels of CAM x objectness; ``only`` draws boxes on the objectness alone."""
+    def maps(bench, train, test):
+        from keras_cam import cam, objectness
+        feats = np.asarray(bench.features("s16"), np.float32)
+        lower = np.concatenate([_upsampled(bench.features(n), side) for n in layers], -1)
+        kernel = train_head(feats[train], bench.labels[train])
+        raw = {k: _upsampled(cam.class_activation_maps(feats[i], kernel, bench.labels[i]).numpy()[..., None],
+                             side)[..., 0] for k, i in (("train", train), ("test", test))}
+        guide, x = raw["train"], lower[train].reshape(-1, lower.shape[-1])
+        for _ in range(rounds):
+            labels = objectness.pseudo_labels(guide, foreground, background).reshape(-1)
+            weights, bias = objectness.fit_logistic(x[labels >= 0], labels[labels >= 0])
+            guide = cam.normalize_cams(raw["train"]).numpy() / (1 + np.exp(-(lower[train] @ weights + bias)))
+        probability = 1 / (1 + np.exp(-(lower[test] @ weights + bias)))
+        if only:
+            return cam.upsample_cams(probability.astype(np.float32), (SIZE, SIZE)).numpy()
+        return cam.maps_from_cams(raw["test"], probability, (SIZE, SIZE)).numpy()
+    return maps
+
+
+objectness_maps = _objectness()
 
 
 def _fine_tuned(**options):
@@ -394,6 +414,28 @@ def mass_rule(score_map, gt, taus):
     return largest, every
 
 
+def max_sum_rule(score_map, gt, taus, side=28):
+    """Box rule variant: the rectangle with the largest sum of (map - tau), found
+    exhaustively on the map resized to ``side`` x ``side`` (one box per image)."""
+    import cv2
+
+    from keras_cam import metrics
+    m = cv2.resize(metrics.normalize_map(score_map).astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
+    m = metrics.normalize_map(m)
+    top, bottom = np.triu_indices(side + 1, 1)
+    upper = np.triu(np.ones((side + 1, side + 1), bool), 1)[None]
+    best = np.zeros(len(taus))
+    for k, t in enumerate(taus):
+        prefix = np.zeros((side + 1, side + 1))
+        prefix[1:, 1:] = (m - t).cumsum(0).cumsum(1)
+        rows = prefix[bottom] - prefix[top]                    # (row pairs, side + 1)
+        sums = np.where(upper, rows[:, None, :] - rows[:, :, None], -np.inf)  # (row pair, left, right)
+        r, left, right = np.unravel_index(np.argmax(sums), sums.shape)
+        box = np.array([[left, top[r], right, bottom[r]]]) * (SIZE / side)
+        best[k] = metrics.best_iou(box, gt)
+    return best, best
+
+
 LEVERS = {
     "plain32": ("plain CAM (7x7, stride 32), bounding boxes", _uncentred("s32"), 0.0, None),
     "stride16": ("+ 14x14 CAM (--feature-stride 16)", _uncentred("s16"), 0.0, None),
@@ -422,6 +464,18 @@ LEVERS = {
                          functools.partial(split_objects_rule, min_share=0.1)),
     "objectness": ("recipe, boxes on CAM x objectness head (blocks 12-13, fitted on the CAM's confident regions)",
                    objectness_maps, RECIPE_EXTENT, None),
+    "objectness_fg05": ("objectness, object targets at CAM >= 0.5 instead of 0.6",
+                        _objectness(foreground=0.5), RECIPE_EXTENT, None),
+    "objectness_bg02": ("objectness, background targets at CAM <= 0.2 instead of 0.1",
+                        _objectness(background=0.2), RECIPE_EXTENT, None),
+    "objectness_2rounds": ("objectness refitted on the labels of CAM x objectness", _objectness(rounds=2),
+                           RECIPE_EXTENT, None),
+    "objectness_only": ("boxes on the objectness probability alone (class-agnostic)", _objectness(only=True),
+                        RECIPE_EXTENT, None),
+    "objectness_b5": ("objectness at 28x28 on blocks 5, 12 and 13 (the latter two upsampled)",
+                      _objectness(("b5", "b12", "b13"), side=28), RECIPE_EXTENT, None),
+    "objectness_maxsum": ("objectness maps, box = the rectangle of largest sum of (map - tau)", objectness_maps,
+                          0.0, max_sum_rule),
     "mass": ("recipe maps, per-image threshold by mass share p (tau axis = p)", recipe, RECIPE_EXTENT, mass_rule),
     "ft_last": ("last stage fine-tuned (Adam 1e-4, 6 epochs, photos + mirrors)", _fine_tuned(), RECIPE_EXTENT, None),
     "ft_cutmix": ("last stage fine-tuned with feature CutMix (3e-4, p 0.5)",

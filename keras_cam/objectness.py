@@ -123,6 +123,12 @@ def fit_objectness(cam_model, paths, labels, batch_size=32, seed=0, foreground=F
         xs.append(inputs[chosen])
         ys.append(target[chosen])
     x, y = np.concatenate(xs), np.concatenate(ys)
+    if not 0 < y.sum() < len(y):
+        raise ValueError(
+            f"Cannot fit the objectness head: the CAMs of the {len(paths)} training images give "
+            f"{int(y.sum())} object and {int(len(y) - y.sum())} background positions (need both; object: "
+            f"normalized CAM >= {foreground}, background: <= {background}). The maps have no contrast: train "
+            f"longer, or without --objectness-layers.")
     weights, bias = fit_logistic(x, y)
     head.set_weights([weights.reshape(1, 1, -1, 1), np.array([bias], np.float32)])
     accuracy = float(np.mean((x @ weights + bias > 0) == (y > 0.5)))

@@ -169,3 +169,12 @@ def test_train_flag_names_bad_layers(tmp_path, capsys):
         "--experiments-dir", str(tmp_path / "runs"), "--saved-models-dir", str(tmp_path / "saved"), "--quiet"])
     assert code == 2
     assert "no 4x4 layer 'nope'" in capsys.readouterr().err
+
+
+def test_fit_objectness_on_maps_without_contrast_says_why(tmp_path):
+    model = build_cam_model(3, "tiny", "none", SIZE, objectness_layers=["tiny_relu5"])
+    model.get_layer(HEAD_NAME).kernel.assign(np.zeros((model.get_layer(HEAD_NAME).kernel.shape), np.float32))
+    synthetic.write_dataset(str(tmp_path / "data"), {"train": 2}, size=SIZE, seed=5)
+    folder = data.scan_folder(str(tmp_path / "data" / "train"))
+    with pytest.raises(ValueError, match=r"CAMs of the 6 training images give 0 object and \d+ background"):
+        objectness.fit_objectness(model, folder.paths, folder.labels, batch_size=4)
