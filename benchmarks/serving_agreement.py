@@ -6,8 +6,11 @@ head as our linear head, so the CAMs are real), sends every photo of
 bytes, and compares the served top box with the OpenCV largest-contour box computed by
 ``keras_cam.boxes.boxes_from_cam`` on the same map. Prints the share of images whose
 top boxes have IoU >= 0.9 (target: >= 98%) and the share of exactly equal box lists.
+With ``--saved_model PATH`` it checks that SavedModel instead, at its own tau and box
+rule (e.g. the wsol6 recipe's, whose boxes are drawn on CAM x objectness).
 
     python benchmarks/serving_agreement.py [--shared ../shared] [--tau 0.2] [--box-extent 0] [--limit N]
+    python benchmarks/serving_agreement.py --saved_model /tmp/wsol6_run/saved_model/2
 
 Skips (exit 0) when ../shared is absent.
 """
@@ -40,6 +43,7 @@ def main(argv=None):
                         help="0: bounding rectangles; K > 0: moment boxes (mean +- K std)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--limit", type=int, default=0, help="at most this many photos (0: all)")
+    parser.add_argument("--saved_model", help="a keras-cam SavedModel to check instead (its own tau and box rule)")
     args = parser.parse_args(argv)
     weights = os.path.join(args.shared, "weights", "mobilenet_v2_imagenet.weights.h5")
     photos = os.path.join(args.shared, "data", "wsol6", "train")
@@ -49,12 +53,20 @@ def main(argv=None):
     paths, _ = expand_image_args([photos])
     if args.limit:
         paths = paths[:args.limit]
-    model = imagenet_cam_model(weights)
-    size = int(model.inputs[0].shape[1])
     with tempfile.TemporaryDirectory() as tmp:
-        export_dir = export_saved_model(model, [str(i) for i in range(1000)], os.path.join(tmp, "m", "1"),
-                                        tau=args.tau, box_extent=args.box_extent)
-        serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+        if args.saved_model:
+            loaded = tf.saved_model.load(args.saved_model)
+            meta = {k: v.numpy() for k, v in loaded.metadata().items()}
+            size, args.tau, args.box_extent = int(meta["image_size"]), float(meta["tau"]), float(meta["box_extent"])
+            name = f"SavedModel {args.saved_model}"
+        else:
+            model = imagenet_cam_model(weights)
+            size = int(model.inputs[0].shape[1])
+            loaded = tf.saved_model.load(export_saved_model(model, [str(i) for i in range(1000)],
+                                                            os.path.join(tmp, "m", "1"), tau=args.tau,
+                                                            box_extent=args.box_extent))
+            name = f"ImageNet MobileNetV2 CAM at {size}px"
+        serve = loaded.signatures["serving_default"]
         close, exact, counts = 0, 0, []
         start = time.perf_counter()
         for i in range(0, len(paths), args.batch_size):
@@ -81,8 +93,7 @@ def main(argv=None):
                 exact += int(n == min(len(reference), served.shape[0]) and np.array_equal(served[:k], reference[:k]))
         seconds = time.perf_counter() - start
     total = len(paths)
-    print(f"photos: {total} (wsol6 train), model: ImageNet MobileNetV2 CAM at {size}px, tau {args.tau}, "
-          f"box extent {args.box_extent}")
+    print(f"photos: {total} (wsol6 train), model: {name}, tau {args.tau:.2f}, box extent {args.box_extent:g}")
     print(f"regions per map: median {np.median(counts):.0f}, max {max(counts)}")
     print(f"top box IoU >= 0.9 with the OpenCV reference: {close}/{total} = {100 * close / total:.1f}% (target >= 98%)")
     print(f"identical box lists (up to K=5): {exact}/{total} = {100 * exact / total:.1f}%")

@@ -5,7 +5,8 @@
 ``wsol6_ablation.py`` compares levers on cached features with a quick head; this script
 checks what the product does: for each of ``--folds`` folds of the 514 dev images (the
 same folds as the ablation; the 130 validation images are never touched), it runs
-``train.py`` with the recipe's flags (``wsol6.RECIPE_FLAGS``) on the other folds, then
+``train.py`` with the recipe's flags (``wsol6.RECIPE_FLAGS``) on the other folds (which
+it splits 80/20 into training and validation images itself, as for any folder), then
 scores the held-out fold's true-class maps of the trained model twice: as the recipe
 draws them (CAM x objectness) and with the objectness head ignored (the plain CAM of
 the same model). tau is the one with the best GT-known Loc over all out-of-fold maps,
@@ -19,6 +20,7 @@ import argparse
 import glob
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 
@@ -38,12 +40,13 @@ def fold_maps(bench, train, test, folder, quiet=True):
     from keras_cam import cam, cli, data
     from keras_cam.model import HEAD_NAME, load_cam_model
     names = bench.class_names
-    for split, index in (("train", train), ("val", test)):
-        for i in index:
-            target = os.path.join(folder, "data", split, names[bench.labels[i]], os.path.basename(bench.paths[i]))
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            if not os.path.lexists(target):
-                os.symlink(os.path.abspath(bench.paths[i]), target)
+    # Only the training folds: train.py carves its own validation split from them
+    # (--val-split 0.2), so the scored fold chooses neither the epoch nor anything else.
+    shutil.rmtree(folder, ignore_errors=True)  # an interrupted fold starts again
+    for i in train:
+        target = os.path.join(folder, "data", names[bench.labels[i]], os.path.basename(bench.paths[i]))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.symlink(os.path.abspath(bench.paths[i]), target)
     status = cli.command_main("train", ["--data", os.path.join(folder, "data"), "--classes", str(len(names)),
                                         "--weights", bench.weights, *RECIPE_FLAGS,
                                         "--experiments-dir", os.path.join(folder, "runs"),

@@ -72,8 +72,11 @@ def maps_from_cams(cams, objectness, size):
     Returns:
         float32 (B, height, width) with values in [0, 1].
     """
+    # Normalized first on both paths, so that a model served with an all-ones objectness
+    # and the library's plain path compute the very same numbers.
+    cams = normalize_cams(cams)
     if objectness is not None:
-        cams = normalize_cams(cams) * tf.convert_to_tensor(objectness, tf.float32)
+        cams = cams * tf.convert_to_tensor(objectness, tf.float32)
     return normalize_cams(upsample_cams(cams, size))
 
 

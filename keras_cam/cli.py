@@ -5,6 +5,7 @@ imported only after the flags are parsed, so ``--help`` answers at once.
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -137,7 +138,8 @@ def _train(args):
             objectness_layers=args.objectness_layers, box_extent=args.box_extent)
         run_dir = training.make_run_dir(args.experiments_dir)
         print(f"Run folder: {run_dir}")
-    result = training.train(config, run_dir, verbose=0 if args.quiet else 1)
+    result = training.train(config, run_dir, verbose=0 if args.quiet else 1,
+                            log=None if args.quiet else functools.partial(print, flush=True))
     skipped = result["skipped"]
     for path, reason in skipped[:10]:
         print(f"skipped {path}: {reason}", file=sys.stderr)
@@ -211,10 +213,10 @@ def _infer(args):
 def _draw(record, folder):
     import tensorflow as tf
 
-    from keras_cam import data, visualize
+    from keras_cam import data, inference, visualize
     with open(record["image"], "rb") as f:
         image = data.decode_image(tf.constant(f.read())).numpy()
-    picture = visualize.label(visualize.overlay(image, record["cam"], record["boxes"]),
+    picture = visualize.label(visualize.overlay(image, inference.box_map(record), record["boxes"]),
                               f"{record['class_name']} {record['score']:.2f}")
     stem = os.path.splitext(os.path.basename(record["image"]))[0]
     visualize.write_rgb(os.path.join(folder, f"{stem}_cam.png"), picture)

@@ -68,7 +68,7 @@ def run(out, epochs=12, train_per_class=500, test_per_class=50, verbose=True, lo
         correct.append(record["class_id"] == label)
         if len(pictures) < 12 and len(hits) % max(1, len(test.paths) // 12) == 1:
             image = data.decode_image(tf.io.read_file(record["image"])).numpy()
-            picture = visualize.overlay(image, record["cam"], record["boxes"][:1], true_boxes)
+            picture = visualize.overlay(image, inference.box_map(record), record["boxes"][:1], true_boxes)
             picture = visualize.label(cv_upscale(picture, 3), f"{record['class_name']} IoU {best:.2f}")
             path = os.path.join(pictures_dir, os.path.basename(record["image"]))
             visualize.write_rgb(path, picture)

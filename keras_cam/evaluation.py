@@ -14,10 +14,10 @@ CVPR 2020):
   what ``infer.py`` and TF Serving give: Top-1 Cls, Top-1 Loc and GT-known Loc on
   the first (largest-region) box, BoxAcc at each delta on all served boxes
   (at most ``max_boxes``), and their mean.
-* Over all thresholds, on the map the box rule uses: the served CAM upsampled to the
-  model input and min-max normalized (``cam.normalize_cams(cam.upsample_cams(...))``;
-  normalization is affine and bilinear resizing commutes with it, so this is the
-  serving graph's map), with the true boxes scaled to that S x S frame: the BoxAcc
+* Over all thresholds, on the map the box rule uses: ``cam.maps_from_cams`` of the
+  served CAM and objectness (the normalized CAM, times the objectness when the model
+  has that head, upsampled to the model input and min-max normalized: the serving
+  graph's map), with the true boxes scaled to that S x S frame: the BoxAcc
   curves, MaxBoxAcc and MaxBoxAccV2, and the calibrated tau
   (``calibration.choose_tau``).
 """

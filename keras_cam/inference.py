@@ -16,9 +16,11 @@ import itertools
 import os
 import pathlib
 
+import numpy as np
 import tensorflow as tf
 
 from keras_cam import boxes as box_rule
+from keras_cam import cam as cam_ops
 from keras_cam import data
 
 
@@ -136,7 +138,23 @@ def _record(out, path):
         "width": width,
         "height": height,
         "cam": out["cams"],
+        "objectness": out.get("objectness"),
     }
+
+
+def box_map(record):
+    """The map a record's boxes were drawn on, at the CAM's resolution, for pictures.
+
+    The plain CAM, or with an objectness head the normalized CAM times the objectness
+    (``keras_cam.cam.maps_from_cams``, the rule the serving graph applies).
+
+    Returns:
+        float32 (h, w) in [0, 1].
+    """
+    cam = np.asarray(record["cam"], np.float32)
+    objectness = record.get("objectness")
+    objectness = None if objectness is None else np.asarray(objectness, np.float32)[None]
+    return cam_ops.maps_from_cams(cam[None], objectness, cam.shape).numpy()[0]
 
 
 def split_outputs(outputs):
@@ -255,8 +273,8 @@ def _decode_problem(content):
 
 
 def to_json_record(record):
-    """The JSON-serializable part of a record (everything but the CAM array)."""
-    return {k: display_path(v) if k == "image" else v for k, v in record.items() if k != "cam"}
+    """The JSON-serializable part of a record (everything but the CAM and objectness arrays)."""
+    return {k: display_path(v) if k == "image" else v for k, v in record.items() if k not in ("cam", "objectness")}
 
 
 def summary_line(record):

@@ -135,6 +135,7 @@ class CheckpointCallback(keras.callbacks.Callback):
         prefix = "val_" if "val_accuracy" in logs else ""
         accuracy = float(logs.get(prefix + "accuracy", -1.0))
         loss = float(logs.get(prefix + "loss", math.inf))
+        loss = math.inf if math.isnan(loss) else loss  # a NaN loss never wins a tie
         if (accuracy, -loss) > (self.best[0], -self.best[1]):
             self.best = (accuracy, loss)
             storage.save_model(self.cam_model, os.path.join(self.folder, "best.keras"))
@@ -297,25 +298,30 @@ def prepare_data(config, run_dir):
     return train, val, skipped
 
 
-def train(config, run_dir, verbose=1):
+def train(config, run_dir, verbose=1, log=None):
     """Trains (or resumes) a run in ``run_dir``.
 
     Args:
         config: a ``TrainConfig``.
         run_dir: the run folder (from ``make_run_dir``, or an existing one to resume).
         verbose: Keras ``fit`` verbosity (1: progress bars, 0: quiet).
+        log: optional callable taking one line of text, told of the stages after
+            ``fit`` (the objectness fit).
 
     Returns:
         dict with ``cam_model`` (the best model), ``class_names``, ``history`` (every
         epoch of the run, resumed ones included, from ``log.csv``), ``best_epoch``
         and ``best_val_accuracy`` (of ``best.keras``), ``initial_epoch`` (epochs done
-        before this call), ``train_set`` and ``val_set`` (``data.ImageFolder``) and
-        ``skipped``.
+        before this call), ``train_set`` and ``val_set`` (``data.ImageFolder``),
+        ``skipped``, and ``objectness_fit`` (``objectness.fit_objectness``'s summary,
+        or None without ``config.objectness_layers``).
 
     Raises:
         storage.WriteError: a checkpoint could not be written (e.g. disk full); the
             message says how to resume.
-        ValueError: ``config.precision`` is unknown, or bfloat16 on a CPU without it.
+        ValueError: ``config.precision`` is unknown, or bfloat16 on a CPU without it;
+            or the objectness head cannot be fitted (the message says where the
+            trained classifier is and how to export it without the head).
     """
     precision.check_precision(config.precision)
     storage.write_text(os.path.join(run_dir, "config.json"), config.to_json())
@@ -373,10 +379,14 @@ def train(config, run_dir, verbose=1):
     (best_val_accuracy, _), best_epoch = read_best(checkpoints)
     objectness_fit = None
     if config.objectness_layers:
-        if verbose:
-            print(f"Fitting the objectness head on the CAMs of {len(train_set.paths)} training images ...", flush=True)
-        objectness_fit = objectness.fit_objectness(best, train_set.paths, train_set.labels, config.batch_size,
-                                                   config.seed)
+        if log is not None:
+            log(f"Fitting the objectness head on the CAMs of {len(train_set.paths)} training images ...")
+        try:
+            objectness_fit = objectness.fit_objectness(best, train_set.paths, train_set.labels, config.batch_size,
+                                                       config.seed)
+        except ValueError as error:
+            raise ValueError(f"{error} The trained classifier is safe in {best_path}; `keras-cam export "
+                             f"{run_dir}` exports it with boxes on the plain CAM.") from error
         if os.path.exists(best_path):
             storage.save_model(best, best_path)
     return {"cam_model": best, "objectness_fit": objectness_fit, "class_names": train_set.class_names, "history": read_log(log_path),

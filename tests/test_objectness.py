@@ -13,10 +13,10 @@ import tensorflow as tf
 from conftest import randomize_batchnorm
 
 from keras_cam import cam as cam_ops
-from keras_cam import cli, data, objectness, synthetic, training
+from keras_cam import calibration, cli, data, inference, objectness, synthetic, training
 from keras_cam.boxes import boxes_from_cam, normalized_to_pixel
 from keras_cam.export import export_saved_model
-from keras_cam.inference import load_saved_model
+from keras_cam.inference import load_saved_model, localize_files
 from keras_cam.model import (
     HEAD_NAME,
     OBJECTNESS_NAME,
@@ -137,11 +137,28 @@ def test_served_boxes_follow_the_library_map(tmp_path):
     out = serve(image_bytes=tf.constant([open(p, "rb").read() for p in paths[:8]]))
     assert not np.allclose(out["objectness"].numpy(), out["objectness"].numpy().mean())  # fitted, not constant
     maps = cam_ops.maps_from_cams(out["cams"], out["objectness"], (SIZE, SIZE)).numpy()
+    # The Keras model's path (calibration, evaluation of .keras files) gives the same maps.
+    library = [m for _, m, _, _ in calibration.localization_maps_for_files(model, paths[:8])]
+    np.testing.assert_allclose(np.stack(library), maps, atol=1e-5)
     for i, score_map in enumerate(maps):
         reference, _ = boxes_from_cam(score_map, 0.3, all_regions=True, box_extent=1.5)
         n = int(out["num_boxes"][i])
+        assert n == min(len(reference), 5)
         served = normalized_to_pixel(out["boxes"][i, :n].numpy(), SIZE, SIZE)
         np.testing.assert_allclose(served, reference[:n], atol=1e-4)
+
+
+def test_pictures_show_the_map_the_boxes_come_from(tmp_path):
+    model, paths, _, _ = _fitted_model(tmp_path)
+    loaded = load_saved_model(export_saved_model(model, ["a", "b", "c"], str(tmp_path / "m" / "1")))
+    records = list(localize_files(loaded, paths[:4]))
+    served = loaded.signatures["serving_default"](image_bytes=tf.constant([open(p, "rb").read() for p in paths[:4]]))
+    served_maps = cam_ops.maps_from_cams(served["cams"], served["objectness"], (SIZE, SIZE)).numpy()
+    for record, served_map in zip(records, served_maps):
+        shown = cam_ops.normalize_cams(cam_ops.upsample_cams(inference.box_map(record)[None], (SIZE, SIZE)))[0]
+        np.testing.assert_allclose(shown, served_map, atol=1e-5)
+        assert not np.allclose(inference.box_map(record), record["cam"], atol=1e-3)  # not the plain CAM
+        assert "objectness" not in inference.to_json_record(record)
 
 
 @pytest.mark.slow
