@@ -94,7 +94,7 @@ def main(argv=None):
             train = np.concatenate([p for j, p in enumerate(parts) if j != k])
             maps = fold_maps(bench, train, test, folder)
             np.savez(done, test=test, recipe=maps[0], plain=maps[1])
-            print(f"  fold {k}: trained on {len(train)}, maps of {len(test)} ({time.time() - start:.0f} s)", flush=True)
+            print(f"  fold {k}: train.py on {len(train)} (its own 80/20 split), maps of {len(test)} ({time.time() - start:.0f} s)", flush=True)
         saved = np.load(done)
         order.append(saved["test"])
         recipe.append(saved["recipe"])

@@ -195,3 +195,26 @@ def test_fit_objectness_on_maps_without_contrast_says_why(tmp_path):
     folder = data.scan_folder(str(tmp_path / "data" / "train"))
     with pytest.raises(ValueError, match=r"CAMs of the 6 training images give 0 object and \d+ background"):
         objectness.fit_objectness(model, folder.paths, folder.labels, batch_size=4)
+
+
+def test_a_run_killed_during_the_objectness_fit_resumes_with_a_fitted_head(tmp_path, monkeypatch):
+    synthetic.write_dataset(str(tmp_path / "data"), {"train": 6}, size=SIZE, seed=3)
+    argv = ["--data", str(tmp_path / "data" / "train"), "--classes", "3", "--backbone", "tiny", "--weights", "none",
+            "--image-size", str(SIZE), "--epochs", "1", "--batch-size", "8", "--objectness-layers", "tiny_relu5",
+            "--experiments-dir", str(tmp_path / "runs"), "--saved-models-dir", str(tmp_path / "saved"), "--quiet"]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(objectness, "fit_objectness", killed)
+    assert cli.command_main("train", argv) != 0
+    monkeypatch.undo()
+    (run,) = (tmp_path / "runs").iterdir()
+    assert not (tmp_path / "saved" / run.name).exists()  # nothing exported with an unfitted head
+    assert cli.command_main("train", ["--resume", str(run), "--saved-models-dir", str(tmp_path / "saved"),
+                                      "--quiet"]) == 0
+    best = load_cam_model(str(run / "checkpoints" / "best.keras")).get_layer(OBJECTNESS_NAME)
+    assert np.any(best.kernel.numpy() != 0)
+    served = load_saved_model(str(tmp_path / "saved" / run.name / "1")).signatures["predict_images"](
+        images=tf.zeros([1, SIZE, SIZE, 3]))
+    assert not np.allclose(served["objectness"].numpy(), 0.5)  # the fitted head, not the initial one
