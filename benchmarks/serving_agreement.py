@@ -28,6 +28,7 @@ import tensorflow as tf  # noqa: E402
 
 from keras_cam import boxes as box_rule  # noqa: E402
 from keras_cam import cam as cam_ops  # noqa: E402
+from keras_cam.evaluation import model_metadata  # noqa: E402
 from keras_cam.export import export_saved_model  # noqa: E402
 from keras_cam.inference import expand_image_args  # noqa: E402
 from keras_cam.imagenet import imagenet_cam_model  # noqa: E402
@@ -56,8 +57,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         if args.saved_model:
             loaded = tf.saved_model.load(args.saved_model)
-            meta = {k: v.numpy() for k, v in loaded.metadata().items()}
-            size, args.tau, args.box_extent = int(meta["image_size"]), float(meta["tau"]), float(meta["box_extent"])
+            meta = model_metadata(loaded)
+            size, args.tau, args.box_extent = meta["image_size"], meta["tau"], meta["box_extent"]
             name = f"SavedModel {args.saved_model}"
         else:
             model = imagenet_cam_model(weights)
