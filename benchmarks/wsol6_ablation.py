@@ -45,6 +45,7 @@ CACHES = {
     "s16_320": (320, 16, None, False), "b16": (224, 16, "block_16_project_BN", False),
     "b13": (224, 16, "block_13_project_BN", False), "b13_flip": (224, 16, "block_13_project_BN", True),
     "b12": (224, 16, "block_12_add", False), "b5": (224, 16, "block_5_add", False),
+    "b12_320": (320, 16, "block_12_add", False), "b13_320": (320, 16, "block_13_project_BN", False),
 }
 
 
@@ -120,18 +121,21 @@ class Bench:
 
 # Heads and maps ------------------------------------------------------------------------
 
-def train_head(feats, labels, steps=200, extra=None, seed=0, centre=True):
+def train_head(feats, labels, steps=200, extra=None, seed=0, centre=True, zero=False):
     """Softmax regression on pooled features (as train.py's head-only training).
 
     ``extra(features, kernel, labels)`` adds a loss term. Returns the kernel (K, C),
-    centred as ``keras_cam.model.center_head`` does unless ``centre`` is False.
+    centred as ``keras_cam.model.center_head`` does unless ``centre`` is False. The
+    kernel starts at Keras' random start, as train.py's did before session 4, or at
+    zero with ``zero`` (``keras_cam.model.zero_head``, what train.py does now).
     """
     import tensorflow as tf
     tf.random.set_seed(seed)
     features = tf.constant(np.asarray(feats, np.float32))
     y = tf.constant(labels)
     pooled = tf.reduce_mean(features, [1, 2])
-    kernel = tf.Variable(tf.keras.initializers.GlorotUniform(seed=seed)((features.shape[-1], 6)))
+    shape = (features.shape[-1], 6)
+    kernel = tf.Variable(tf.zeros(shape) if zero else tf.keras.initializers.GlorotUniform(seed=seed)(shape))
     bias = tf.Variable(tf.zeros(6))
     optimizer = tf.keras.optimizers.Adam(1e-2)
 
@@ -267,12 +271,12 @@ def fine_tune(bench, train, epochs=6, learning_rate=1e-4, cutmix=0.0, seed=0):
 
 # Levers: name -> (what it is, maps(bench, train, test) -> (N, 224, 224), box extent, rule)
 
-def _head_maps(name, transform=None, extra=None):
+def _head_maps(name, transform=None, extra=None, zero=False):
     def maps(bench, train, test):
         feats = bench.features(name)
         f_train, f_test = (feats[train], feats[test]) if transform is None else \
             (transform(feats[train]), transform(feats[test]))
-        return cams(f_test, train_head(f_train, bench.labels[train], extra=extra), bench.labels[test])
+        return cams(f_test, train_head(f_train, bench.labels[train], extra=extra, zero=zero), bench.labels[test])
     return maps
 
 
@@ -350,18 +354,21 @@ def _upsampled(feats, side):
     return np.concatenate([tf.image.resize(feats[i:i + 64], (side, side)).numpy() for i in range(0, len(feats), 64)])
 
 
-def _objectness(layers=("b12", "b13"), side=14, foreground=0.6, background=0.1, rounds=1, only=False):
+def _objectness(layers=("b12", "b13"), side=14, foreground=0.6, background=0.1, rounds=1, only=False, base="s16",
+                zero=False):
     """The recipe's CAM times an objectness head (``keras_cam.objectness``): a logistic
     regression at each position of the cached ``layers`` (resized to ``side``), fitted on
     the training fold's own CAMs (object >= ``foreground``, background <= ``background``
     of each normalized map), as ``train.py --objectness-layers
     block_12_add,block_13_project_BN`` does with the defaults. ``rounds`` > 1 refits on
-    the labels of CAM x objectness; ``only`` draws boxes on the objectness alone."""
+    the labels of CAM x objectness; ``only`` draws boxes on the objectness alone; ``base``
+    names the caches of the head's features, ``+``-joined (``s16_320``: 320-px inputs, 20x20
+    maps; ``s16+b16``: the head on the last features and block 16's projection)."""
     def maps(bench, train, test):
         from keras_cam import cam, objectness
-        feats = np.asarray(bench.features("s16"), np.float32)
+        feats = np.concatenate([np.asarray(bench.features(n), np.float32) for n in base.split("+")], -1)
         lower = np.concatenate([_upsampled(bench.features(n), side) for n in layers], -1)
-        kernel = train_head(feats[train], bench.labels[train])
+        kernel = train_head(feats[train], bench.labels[train], zero=zero)
         raw = {k: _upsampled(cam.class_activation_maps(feats[i], kernel, bench.labels[i]).numpy()[..., None],
                              side)[..., 0] for k, i in (("train", train), ("test", test))}
         guide, x = raw["train"], lower[train].reshape(-1, lower.shape[-1])
@@ -474,6 +481,14 @@ LEVERS = {
                         RECIPE_EXTENT, None),
     "objectness_b5": ("objectness at 28x28 on blocks 5, 12 and 13 (the latter two upsampled)",
                       _objectness(("b5", "b12", "b13"), side=28), RECIPE_EXTENT, None),
+    "objectness_320": ("objectness on 320-px inputs (--image-size 320: 20x20 maps, ~2x the compute)",
+                       _objectness(("b12_320", "b13_320"), side=20, base="s16_320"), RECIPE_EXTENT, None),
+    "objectness_b16": ("objectness, CAM of a head on [features, block_16_project] (concat_b16)",
+                       _objectness(base="s16+b16"), RECIPE_EXTENT, None),
+    "recipe_zero": ("recipe, head started at zero (train.py since session 4)", _head_maps("s16", zero=True),
+                    RECIPE_EXTENT, None),
+    "objectness_zero": ("objectness, head started at zero (train.py since session 4)", _objectness(zero=True),
+                        RECIPE_EXTENT, None),
     "objectness_maxsum": ("objectness maps, box = the rectangle of largest sum of (map - tau)", objectness_maps,
                           0.0, max_sum_rule),
     "mass": ("recipe maps, per-image threshold by mass share p (tau axis = p)", recipe, RECIPE_EXTENT, mass_rule),
@@ -500,7 +515,13 @@ def curves(pool, maps, gts, extent, rule):
 
 
 def best_tau(first):
+    """Index of the first tau with the best GT-known Loc (``--calibrate-for loc``)."""
     return int(np.argmax((first >= 0.5).mean(axis=0)))
+
+
+def best_mean_box_acc_tau(every):
+    """Index of the first tau with the best mean BoxAcc (``evaluate.py --calibrate``'s rule)."""
+    return int(np.argmax(np.mean([(every >= d).mean(axis=0) for d in (0.3, 0.5, 0.7)], axis=0)))
 
 
 def row(first, every, t):

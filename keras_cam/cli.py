@@ -302,6 +302,10 @@ def add_evaluate_arguments(parser):
     parser.add_argument("--calibrate", action="store_true",
                         help="choose tau on these (validation) images and write a new version of the SavedModel "
                              "(NAME/<next version>/) that carries it")
+    parser.add_argument("--calibrate-for", choices=["box_acc", "loc"], default="box_acc",
+                        help="what the calibrated tau maximizes: box_acc, the mean BoxAcc over IoU 0.3, 0.5 and 0.7 "
+                             "of all boxes (MaxBoxAccV2's figure at one tau), or loc, GT-known Loc (first box, "
+                             "IoU 0.5; MaxBoxAcc's tau) (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     parser.add_argument("--plot", metavar="PNG", help="write a plot of BoxAcc against tau for each IoU delta")
     parser.add_argument("--batch-size", type=int, default=16, help=f"images per model call {d}")
@@ -354,7 +358,8 @@ def _evaluate(args):
     def progress(done, failed):
         bar.update(done - bar.done)
 
-    report = evaluation.evaluate_saved_model(loaded, examples, batch_size=args.batch_size, progress=progress)
+    report = evaluation.evaluate_saved_model(loaded, examples, batch_size=args.batch_size, progress=progress,
+                                             criterion=args.calibrate_for)
     bar.close()
     report["errors"] = [{"image": p, "error": e} for p, e in read_errors] + report["errors"]
     report["num_failed"] = len(report["errors"])

@@ -51,8 +51,14 @@ def run(out, epochs=12, train_per_class=500, test_per_class=50, verbose=True, lo
                  for p, l in zip(val.paths, val.labels)]
     tau, calibration = calibrate_tau(result["cam_model"], val.paths, val.labels, val_boxes)
     target = export.next_version_dir(os.path.join(out, "saved_models", os.path.basename(run_dir)))
-    log(f"[3/4] Box threshold tau={tau:.2f} chosen on the {len(val.paths)} validation images "
-        f"(GT-known Loc {calibration['max_box_acc']:.3f} there); exporting the SavedModel to {target}")
+    if tau is None:
+        tau = boxes.DEFAULT_TAU
+        chosen = f"the default tau={tau:.2f}: no tau gives the {len(val.paths)} validation images a matching box"
+    else:
+        k = int(np.argmin(np.abs(calibration["thresholds"] - tau)))
+        chosen = (f"box threshold tau={tau:.2f} chosen on the {len(val.paths)} validation images (mean BoxAcc "
+                  f"{calibration['mean_box_acc'][k]:.3f}, GT-known Loc {calibration['gt_known_loc'][k]:.3f} there)")
+    log(f"[3/4] {chosen[0].upper()}{chosen[1:]}; exporting the SavedModel to {target}")
     export.export_saved_model(result["cam_model"], result["class_names"], target, tau=tau)
     log("[4/4] Localizing the held-out images through the SavedModel")
     test = data.scan_folder(os.path.join(data_dir, "test"), class_names=result["class_names"])

@@ -149,7 +149,7 @@ def _score(example, class_id, out, size, accumulator):
 
 
 def evaluate_saved_model(loaded, examples, thresholds=None, deltas=metrics.DEFAULT_DELTAS, batch_size=16,
-                         progress=None):
+                         progress=None, criterion=calibration.DEFAULT_CRITERION):
     """Scores a keras-cam SavedModel on images with true boxes.
 
     Args:
@@ -161,6 +161,9 @@ def evaluate_saved_model(loaded, examples, thresholds=None, deltas=metrics.DEFAU
         batch_size: images per call of the signature.
         progress: optional callable ``(images done, images failed)``, called after
             each batch.
+        criterion: what the calibrated tau maximizes, ``"box_acc"`` (mean BoxAcc
+            over ``deltas``, all boxes) or ``"loc"`` (GT-known Loc); see
+            ``keras_cam.calibration``.
 
     Returns:
         A JSON-serializable dict (accuracies are fractions in [0, 1]; dicts keyed by
@@ -170,10 +173,11 @@ def evaluate_saved_model(loaded, examples, thresholds=None, deltas=metrics.DEFAU
             ``box_acc`` per delta and ``mean_box_acc`` (their mean), on the served boxes.
           * ``max_box_acc`` (+ ``max_box_acc_tau``), ``max_box_acc_v2``,
             ``max_box_acc_per_delta`` and ``best_tau`` (``{"largest"|"all": {delta: ...}}``).
-          * ``calibrated_tau``: the tau ``calibration.choose_tau`` picks on these images;
-            None when no tau gives any image a largest box with IoU >= 0.5.
+          * ``calibrated_tau``: the tau ``calibration.choose_tau`` picks on these images
+            with ``criterion`` (``calibration_criterion``); None when the criterion's
+            figure is 0 at every tau.
           * ``curves``: ``thresholds`` and, per tau, ``largest`` / ``all`` ``{delta:
-            BoxAcc}``, ``top1_loc`` and ``gt_known_loc``.
+            BoxAcc}``, ``mean_box_acc``, ``top1_loc`` and ``gt_known_loc``.
           * ``images``: per image ``image``, ``true_class``, ``predicted_class``,
             ``iou`` (first served box), ``iou_all_boxes``, ``num_boxes``.
           * ``errors``: per failed image ``image`` and ``error``.
@@ -188,6 +192,7 @@ def evaluate_saved_model(loaded, examples, thresholds=None, deltas=metrics.DEFAU
             f"export it again to evaluate it.")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size!r}")
+    calibration.check_criterion(criterion)
     info = model_metadata(loaded)
     size = info["image_size"]
     serve = loaded.signatures[SIGNATURE]
@@ -224,10 +229,10 @@ def evaluate_saved_model(loaded, examples, thresholds=None, deltas=metrics.DEFAU
     if not rows:
         first = f"; first error: {errors[0]['image']}: {errors[0]['error']}" if errors else ""
         raise ValueError(f"No image could be evaluated ({len(errors)} failed){first}")
-    return _report(info, accumulator, rows, errors)
+    return _report(info, accumulator, rows, errors, criterion)
 
 
-def _report(info, accumulator, rows, errors):
+def _report(info, accumulator, rows, errors, criterion):
     result = accumulator.result()
     deltas = accumulator.deltas
     iou = np.array([r["iou"] for r in rows])
@@ -248,11 +253,11 @@ def _report(info, accumulator, rows, errors):
         "max_box_acc_v2": result["max_box_acc_v2"],
         "max_box_acc_per_delta": by_delta(result["max_box_acc_per_delta"]),
         "best_tau": by_delta(result["best_tau"]),
-        # With no hit at any tau, the rule's "first best" tau (0.0) means nothing.
-        "calibrated_tau": calibration.choose_tau(result) if result["max_box_acc"] > 0 else None,
+        "calibrated_tau": calibration.choose_tau(result, criterion), "calibration_criterion": criterion,
         "curves": {"thresholds": result["thresholds"].tolist(),
                    **{mode: {str(d): c.tolist() for d, c in curves.items()}
                       for mode, curves in result["box_acc"].items()},
+                   "mean_box_acc": result["mean_box_acc"].tolist(),
                    "top1_loc": result["top1_loc"].tolist(), "gt_known_loc": result["gt_known_loc"].tolist()},
         "images": rows, "errors": errors,
     }
@@ -275,12 +280,15 @@ def save_calibrated_version(loaded, saved_model_path, tau):
             (None: no tau to calibrate to).
     """
     if tau is None:
-        raise ValueError("Nothing to calibrate: no tau gives any image a box with IoU >= 0.5 on these images.")
+        raise ValueError("Nothing to calibrate: at no tau does any image get a box that matches a true box.")
     version_dir = os.path.normpath(inference.resolve_version_dir(saved_model_path))
     if not os.path.basename(version_dir).isdigit():
         raise ValueError(f"Calibration writes the next version beside the SavedModel, which must be in a "
                          f"numbered folder such as saved_models/NAME/1. Received: {saved_model_path!r}")
     return export.export_with_tau(loaded, tau, export.next_version_dir(os.path.dirname(version_dir)))
+
+
+CRITERION_NAMES = {"box_acc": "mean BoxAcc", "loc": "GT-known Loc"}
 
 
 def format_report(report, source=""):
@@ -315,9 +323,10 @@ def format_report(report, source=""):
                    for d in deltas)),
     ]
     if report["calibrated_tau"] is None:
-        rows.append(("calibrated tau", "none", "no tau gives any image a box with IoU >= 0.5"))
+        rows.append(("calibrated tau", "none", "at no tau does any image get a matching box"))
     else:
-        rows.append(("calibrated tau", f"{report['calibrated_tau']:.2f}", "best GT-known Loc on these images"))
+        best = CRITERION_NAMES[report["calibration_criterion"]]
+        rows.append(("calibrated tau", f"{report['calibrated_tau']:.2f}", f"best {best} on these images"))
     width = max(len(r[0]) for r in rows)
     header = f"{title}; model: {len(model['class_names'])} classes, {model['image_size']} px, tau {model['tau']:.2f}"
     lines = [header]

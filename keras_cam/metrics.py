@@ -518,6 +518,9 @@ class BoxAccumulator:
               * ``max_box_acc_tau``: float, its best tau.
               * ``max_box_acc_v2``: float, all regions, mean over ``deltas`` of
                 each delta's maximum.
+              * ``mean_box_acc``: curve, all regions, BoxAcc averaged over ``deltas``
+                at each tau (what one tau gives; MaxBoxAccV2 lets each delta
+                have its own).
             and, if classes were given:
               * ``top1_cls``: float.
               * ``top1_loc``: curve, class right and largest-region IoU >= 0.5.
@@ -539,6 +542,7 @@ class BoxAccumulator:
         out["max_box_acc"] = out["max_box_acc_per_delta"]["largest"][LOC_IOU_THRESHOLD]
         out["max_box_acc_tau"] = out["best_tau"]["largest"][LOC_IOU_THRESHOLD]
         out["max_box_acc_v2"] = float(np.mean([out["max_box_acc_per_delta"]["all"][d] for d in self.deltas]))
+        out["mean_box_acc"] = np.mean([out["box_acc"]["all"][d] for d in self.deltas], axis=0)
         if self._with_classes:
             out["top1_cls"] = self._num_correct / n
             out["top1_loc"] = self._top1_loc_hits / n

@@ -37,6 +37,7 @@ from keras_cam.model import (
     classifier_view,
     load_cam_model,
     set_trainable,
+    zero_head,
 )
 
 
@@ -334,6 +335,8 @@ def train(config, run_dir, verbose=1, log=None):
     keras.utils.set_random_seed(config.seed)
     cam_model = build_cam_model(config.classes, config.backbone, config.weights, config.image_size,
                                 feature_stride=config.feature_stride, objectness_layers=config.objectness_layers)
+    if state is None:
+        zero_head(cam_model)
     set_trainable(cam_model, config.train_layers)
     classifier = classifier_view(cam_model)
     classifier.compile(

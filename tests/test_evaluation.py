@@ -9,6 +9,7 @@ the model input size, so image pixels and map pixels are the same frame.
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -343,6 +344,28 @@ def test_an_export_without_localize_classes_is_refused(loaded):
 
 # ----------------------------------------------------------------------------- calibration
 
+def test_calibrate_for_loc_takes_max_box_acc_tau_and_says_so(exported, images, tmp_path, capsys):
+    boxes = _own_boxes(images, 0.75)
+    csv_path = _truth_csv(images, tmp_path / "boxes.csv", boxes)
+    runs = {}
+    for criterion in ("loc", "box_acc"):
+        code, out, err = _run_cli(capsys, "--saved_model", exported, "--data", images["root"], "--boxes", csv_path,
+                                  "--calibrate-for", criterion, "--json", "--quiet")
+        assert code == 0, err
+        runs[criterion] = json.loads(out)
+    loc, box_acc = runs["loc"], runs["box_acc"]
+    assert loc["calibration_criterion"] == "loc" and loc["calibrated_tau"] == loc["max_box_acc_tau"]
+    curve = box_acc["curves"]["mean_box_acc"]
+    assert box_acc["calibrated_tau"] == box_acc["curves"]["thresholds"][int(np.argmax(curve))]
+    code, out, _ = _run_cli(capsys, "--saved_model", exported, "--data", images["root"], "--boxes", csv_path,
+                            "--calibrate-for", "loc", "--quiet")
+    assert code == 0 and re.search(r"calibrated tau +[0-9.]+ +best GT-known Loc on these images", out)
+    with pytest.raises(SystemExit) as exit_info:
+        _run_cli(capsys, "--saved_model", exported, "--data", images["root"], "--boxes", csv_path,
+                 "--calibrate-for", "iou")
+    assert exit_info.value.code == 2 and "invalid choice: 'iou'" in capsys.readouterr().err
+
+
 def test_calibrate_on_val_images_list_writes_version_2_that_infer_honours(exported, loaded, images, tmp_path,
                                                                          capsys):
     """Truth = the model's own boxes at tau 0.75, labels = predictions; one command calibrates.
@@ -364,7 +387,10 @@ def test_calibrate_on_val_images_list_writes_version_2_that_infer_honours(export
     report = json.loads(out)
     tau = report["calibrated_tau"]
     assert report["num_images"] == 4
-    assert tau == report["max_box_acc_tau"] and report["max_box_acc"] == 1.0
+    # The default criterion: the first tau with the best mean BoxAcc (all boxes, IoU 0.3/0.5/0.7).
+    mean_box_acc = report["curves"]["mean_box_acc"]
+    assert report["calibration_criterion"] == "box_acc" and max(mean_box_acc) == 1.0
+    assert tau == report["curves"]["thresholds"][int(np.argmax(mean_box_acc))]
     assert tau != pytest.approx(TAU)  # else this test could not tell the versions apart
     assert report["calibrated_saved_model"] == os.path.join(base, "2")
     assert sorted(os.listdir(base)) == ["1", "2"]  # no temporary folder left

@@ -217,6 +217,26 @@ def test_max_box_acc_v2_each_delta_at_its_own_best_tau():
     assert "top1_loc" not in r  # no classes given
 
 
+def test_calibration_criteria_each_pick_their_own_tau():
+    # Images C, O, [0,0,10,7], O, O (IoU of O, M, C as in nested_accumulator):
+    #   delta .3: tau 0: [F,T,T,T,T] = 4, tau .4: all 5, tau .8: [T,F,T,F,F] = 2
+    #   delta .5: 4, 5, [T,F,F,F,F] = 1;  delta .7: 4, [F,F,T,F,F] = 1, 1
+    # mean BoxAcc (12, 11, 4) / 15 is best at tau 0; GT-known Loc (delta .5) at 0.4.
+    from keras_cam.calibration import choose_tau
+    acc = BoxAccumulator(thresholds=NESTED_TAUS)
+    for gt in ([0, 0, 5, 5], [0, 0, 10, 10], [0, 0, 10, 7], [0, 0, 10, 10], [0, 0, 10, 10]):
+        acc.update(NESTED, [gt])
+    r = acc.result()
+    np.testing.assert_allclose(r["mean_box_acc"], [12 / 15, 11 / 15, 4 / 15])
+    assert choose_tau(r) == choose_tau(r, "box_acc") == 0.0
+    assert choose_tau(r, "loc") == 0.4 == r["max_box_acc_tau"]
+    with pytest.raises(ValueError, match=r"criterion must be one of box_acc, loc\. Received: criterion='iou'"):
+        choose_tau(r, "iou")
+    none = BoxAccumulator(thresholds=NESTED_TAUS)
+    none.update(NESTED, [[11, 11, 12, 12]])  # a zero corner: no region ever touches it
+    assert choose_tau(none.result()) is None and choose_tau(none.result(), "loc") is None
+
+
 def test_max_box_acc_tracks_half_even_without_it_in_deltas():
     r = nested_accumulator(deltas=(0.7,)).result()
     assert r["max_box_acc"] == 1.0

@@ -5,7 +5,7 @@ Moment boxes are checked against boxes worked out by hand, and the TF form
 ``test_graph_boxes.py`` does for bounding rectangles. The atrous backbone is checked
 with the identity that makes it "the same network at a finer grid": its features at
 every other position are the original features. The centred head changes no
-probability.
+probability; train.py starts the head at zero.
 """
 
 import numpy as np
@@ -18,7 +18,7 @@ from keras_cam.boxes import boxes_from_cam, moment_box, normalized_to_pixel
 from keras_cam.export import export_saved_model, export_with_tau
 from keras_cam.graph_boxes import boxes_from_cams_tf
 from keras_cam.inference import load_saved_model
-from keras_cam.model import HEAD_NAME, build_cam_model, center_head, load_cam_model
+from keras_cam.model import HEAD_NAME, build_cam_model, center_head, load_cam_model, zero_head
 
 SQRT3 = float(np.sqrt(3.0))
 
@@ -250,3 +250,26 @@ def test_train_flags_reach_the_model_and_the_export(tmp_path):
     loaded = load_saved_model(str(tmp_path / "saved" / run.name / "1"))
     assert float(loaded.metadata()["box_extent"]) == 1.5
     assert loaded.signatures["predict_images"](images=tf.zeros([1, 32, 32, 3]))["cams"].shape[1:] == (8, 8)
+
+
+# ---------------------------------------------------------------- head from zero
+
+def test_zero_head_zeroes_only_the_head():
+    model = build_cam_model(3, "tiny", "none", 32)
+    others = [w.numpy().copy() for w in model.weights if "logits" not in w.path]
+    zero_head(model)
+    head = model.get_layer(HEAD_NAME)
+    assert not head.kernel.numpy().any() and not head.bias.numpy().any()
+    for before, after in zip(others, [w.numpy() for w in model.weights if "logits" not in w.path]):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_a_fresh_run_starts_the_head_at_zero(tmp_path):
+    # With a learning rate of 0 the trained head is its start: zero, not Keras' random
+    # start (which build_cam_model keeps, so untrained models give distinct maps).
+    synthetic.write_dataset(str(tmp_path / "data"), {"train": 4}, size=32, seed=1)
+    assert build_cam_model(3, "tiny", "none", 32).get_layer(HEAD_NAME).kernel.numpy().any()
+    config = training.TrainConfig(data=str(tmp_path / "data" / "train"), classes=3, backbone="tiny",
+                                  weights="none", image_size=32, epochs=1, batch_size=4, learning_rate=0.0)
+    result = training.train(config, training.make_run_dir(str(tmp_path / "runs")), verbose=0)
+    assert not result["cam_model"].get_layer(HEAD_NAME).kernel.numpy().any()
