@@ -8,8 +8,8 @@ Protocol. The validation split is the one ``train.py --val-split 0.2 --seed 0`` 
 images are "dev", where every choice is made: heads are trained on 4/5 of dev and score
 the remaining fifth (``--folds`` folds), and tau is the one with the best GT-known Loc
 over all of dev's out-of-fold maps. The validation rows use a head trained on all of dev,
-at dev's tau and at the validation split's own best tau (what ``evaluate.py --calibrate``
-does). Heads are softmax regressions on the pooled features (200 full-batch Adam steps),
+at dev's tau and at the validation split's own best-Loc tau (what ``evaluate.py
+--calibrate-for loc`` does). Heads are softmax regressions on the pooled features (200 full-batch Adam steps),
 centred as ``keras_cam.model.center_head`` does, so each row takes seconds to a minute
 on the cache; the fine-tuning levers (``ft_*``) train the last stage and take minutes.
 Maps are the true class's CAM upsampled to 224 px (``keras_cam.cam``), boxes follow

@@ -86,9 +86,13 @@ def calibrate_tau(cam_model, paths, labels, gt_boxes, thresholds=None, batch_siz
                   criterion=DEFAULT_CRITERION):
     """Chooses tau on validation images.
 
+    Args (besides those of ``evaluate_maps``):
+        criterion: ``"box_acc"`` or ``"loc"`` (module docstring).
+
     Returns:
-        ``(tau, result)``: the float tau that ``choose_tau`` picks with ``criterion``,
-        and the full ``BoxAccumulator.result()`` dict.
+        ``(tau, result)``: the tau that ``choose_tau`` picks with ``criterion`` (a
+        float, or None when no tau gives any image a matching box), and the full
+        ``BoxAccumulator.result()`` dict.
     """
     check_criterion(criterion)
     result = evaluate_maps(cam_model, paths, labels, gt_boxes, thresholds, batch_size, box_extent).result()

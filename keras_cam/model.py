@@ -319,8 +319,9 @@ def build_cam_model(num_classes, backbone="resnet50", weights="imagenet", image_
 def zero_head(cam_model):
     """Sets the head's kernel and bias to zero, in place (how ``train.py`` starts a run).
 
-    Softmax regression is convex in the head, so training needs no random start
-    (Kolesnikov et al., "Big Transfer", ECCV 2020, start their heads at zero too). A
+    The softmax loss needs no random start of the head: with the backbone frozen
+    (``--train-layers head``) it is convex in the head, and when the backbone trains
+    too the head's first steps break the symmetry (Kolesnikov et al., "Big Transfer", ECCV 2020, start their heads at zero too). A
     random kernel is worse for the CAM than for the classifier: it adds a random
     projection of the features to every class's map, which a short training on a
     small set does not wash out: on wsol6, 12 head-only epochs learn a kernel of norm

@@ -355,11 +355,15 @@ def test_calibrate_for_loc_takes_max_box_acc_tau_and_says_so(exported, images, t
         runs[criterion] = json.loads(out)
     loc, box_acc = runs["loc"], runs["box_acc"]
     assert loc["calibration_criterion"] == "loc" and loc["calibrated_tau"] == loc["max_box_acc_tau"]
+    assert loc["calibrated_tau"] != box_acc["calibrated_tau"]  # else the CLI could ignore the criterion
     curve = box_acc["curves"]["mean_box_acc"]
     assert box_acc["calibrated_tau"] == box_acc["curves"]["thresholds"][int(np.argmax(curve))]
     code, out, _ = _run_cli(capsys, "--saved_model", exported, "--data", images["root"], "--boxes", csv_path,
                             "--calibrate-for", "loc", "--quiet")
     assert code == 0 and re.search(r"calibrated tau +[0-9.]+ +best GT-known Loc on these images", out)
+    code, out, _ = _run_cli(capsys, "--saved_model", exported, "--data", images["root"], "--boxes", csv_path,
+                            "--quiet")
+    assert code == 0 and re.search(r"calibrated tau +[0-9.]+ +best mean BoxAcc on these images", out)
     with pytest.raises(SystemExit) as exit_info:
         _run_cli(capsys, "--saved_model", exported, "--data", images["root"], "--boxes", csv_path,
                  "--calibrate-for", "iou")
