@@ -80,6 +80,11 @@ def test_cli_defaults_are_the_library_defaults():
         args = cli._parser(command, "x").parse_args(["run"] if command == "export" else [])
         assert args.tau == boxes.DEFAULT_TAU
     assert cli._parser("export", "x").parse_args(["run"]).max_boxes == export.DEFAULT_MAX_BOXES
+    # evaluate's --calibrate-for is spelled out in cli (no TF import before parsing): the same criteria.
+    from keras_cam import calibration
+    parser = cli._parser("evaluate", "x")
+    (action,) = [a for a in parser._actions if "--calibrate-for" in a.option_strings]
+    assert tuple(action.choices) == calibration.CRITERIA and action.default == calibration.DEFAULT_CRITERION
 
 
 # --- export ---------------------------------------------------------------------------
