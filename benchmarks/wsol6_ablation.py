@@ -39,6 +39,7 @@ from wsol6 import centre_box, summarize  # noqa: E402
 SIZE = 224
 TAUS = np.round(np.arange(0.0, 0.95, 0.01), 2)
 RECIPE_EXTENT = 1.5
+SQRT3_EXTENT = 1.73  # train.py --box-extent in the recipe since session 5
 # Feature caches: name -> (input size, feature_stride, layer or None for the features, flipped)
 CACHES = {
     "s32": (224, None, None, False), "s16": (224, 16, None, False), "s16_flip": (224, 16, None, True),
@@ -489,6 +490,8 @@ LEVERS = {
                     RECIPE_EXTENT, None),
     "objectness_zero": ("objectness, head started at zero (train.py since session 4)", _objectness(zero=True),
                         RECIPE_EXTENT, None),
+    "objectness_sqrt3": ("objectness, head started at zero, moment boxes of sqrt(3) sd (--box-extent 1.73; "
+                         "session 5)", _objectness(zero=True), SQRT3_EXTENT, None),
     "objectness_maxsum": ("objectness maps, box = the rectangle of largest sum of (map - tau)", objectness_maps,
                           0.0, max_sum_rule),
     "mass": ("recipe maps, per-image threshold by mass share p (tau axis = p)", recipe, RECIPE_EXTENT, mass_rule),

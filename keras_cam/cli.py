@@ -56,8 +56,9 @@ def _run(command, args, prog):
 def add_train_arguments(parser):
     d = "(default: %(default)s)"
     parser.add_argument("--data", help="folder with one sub-folder of images per class "
-                        "(or DATA/train and DATA/val with those sub-folders)")
-    parser.add_argument("--classes", type=int, help="number of classes; must match the class folders")
+                        "(or DATA/train and DATA/val with those sub-folders); required unless --resume")
+    parser.add_argument("--classes", type=int,
+                        help="number of classes; must match the class folders; required unless --resume")
     parser.add_argument("--backbone", default="resnet50", choices=["resnet50", "resnet18", "mobilenet_v2", "tiny"],
                         help=f"feature extractor {d}")
     parser.add_argument("--weights", default="imagenet",
@@ -85,7 +86,9 @@ def add_train_arguments(parser):
     add_box_extent_argument(parser)
     parser.add_argument("--seed", type=int, default=0, help=f"{d}")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue an interrupted run from its last checkpoint, with the run's own settings "
+                             "(only --epochs, --saved-models-dir and --quiet may be given with it)")
     parser.add_argument("--experiments-dir", default="experiments", help=f"where run folders go {d}")
     parser.add_argument("--saved-models-dir", default="saved_models", help=f"where the final export goes {d}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -113,38 +116,96 @@ def add_precision_argument(parser):
                              "(default: %(default)s)")
 
 
+# Flags a resumed run takes from its config.json; given with --resume they are ignored.
+_RUN_FLAGS = ("data", "classes", "backbone", "weights", "image_size", "batch_size", "learning_rate", "val_split",
+              "checkpoint_every", "train_layers", "tau", "feature_stride", "objectness_layers", "box_extent",
+              "seed", "strict", "precision")
+
+
+def _resumed_config(args, training):
+    run_dir = args.resume
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise UserError(f"--resume {run_dir!r}: not a run folder (no config.json)")
+    with open(config_path) as f:
+        config = training.TrainConfig.from_json(f.read())
+    defaults = vars(_parser("train", "train").parse_args([]))
+    ignored = [name for name in _RUN_FLAGS if getattr(args, name) != defaults[name]]
+    if ignored:
+        print(f"note: with --resume the run's own settings hold; ignored: "
+              f"{', '.join('--' + n.replace('_', '-') for n in ignored)}", file=sys.stderr)
+    if args.epochs != defaults["epochs"]:
+        config.epochs = args.epochs  # train a finished or interrupted run for longer (or shorter)
+    if args.saved_models_dir != defaults["saved_models_dir"] or not config.saved_models_dir:
+        config.saved_models_dir = os.path.abspath(args.saved_models_dir)
+    return run_dir, config
+
+
+def _new_config(args, training):
+    if not args.data or args.classes is None:
+        raise UserError("--data and --classes are required (or --resume RUN_DIR)")
+    if not os.path.isdir(args.data):
+        raise UserError(f"--data {args.data!r}: folder not found")
+    # Absolute paths: the run folder (config.json, val_images.txt) works from any directory.
+    config = training.TrainConfig(
+        data=os.path.abspath(args.data), classes=args.classes, backbone=args.backbone, weights=args.weights,
+        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, val_split=args.val_split,
+        checkpoint_every=args.checkpoint_every, train_layers=args.train_layers, seed=args.seed,
+        strict=args.strict, tau=args.tau, precision=args.precision, feature_stride=args.feature_stride,
+        objectness_layers=args.objectness_layers, box_extent=args.box_extent,
+        saved_models_dir=os.path.abspath(args.saved_models_dir))
+    training.check_config(config)
+    return config
+
+
+def _remove_unstarted_run(run_dir):
+    """Removes a fresh run folder that no epoch was committed in and that holds no
+    list of skipped images worth reading, so a mistake leaves nothing behind."""
+    import shutil
+    skipped = os.path.join(run_dir, "skipped_images.txt")
+    if os.path.exists(os.path.join(run_dir, "backup", "state.json")) or (
+            os.path.exists(skipped) and os.path.getsize(skipped)):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def _train(args):
     from keras_cam import export, training
     from keras_cam.storage import WriteError
     if args.resume:
-        run_dir = args.resume
-        config_path = os.path.join(run_dir, "config.json")
-        if not os.path.isfile(config_path):
-            raise UserError(f"--resume {run_dir!r}: not a run folder (no config.json)")
-        with open(config_path) as f:
-            config = training.TrainConfig.from_json(f.read())
+        run_dir, config = _resumed_config(args, training)
         print(f"Resuming {run_dir}")
     else:
-        if not args.data or args.classes is None:
-            raise UserError("--data and --classes are required (or --resume RUN_DIR)")
-        if not os.path.isdir(args.data):
-            raise UserError(f"--data {args.data!r}: folder not found")
-        config = training.TrainConfig(
-            data=args.data, classes=args.classes, backbone=args.backbone, weights=args.weights,
-            image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-            learning_rate=args.learning_rate, val_split=args.val_split,
-            checkpoint_every=args.checkpoint_every, train_layers=args.train_layers, seed=args.seed,
-            strict=args.strict, tau=args.tau, precision=args.precision, feature_stride=args.feature_stride,
-            objectness_layers=args.objectness_layers, box_extent=args.box_extent)
+        config = _new_config(args, training)
         run_dir = training.make_run_dir(args.experiments_dir)
         print(f"Run folder: {run_dir}")
-    result = training.train(config, run_dir, verbose=0 if args.quiet else 1,
-                            log=None if args.quiet else functools.partial(print, flush=True))
+    name = os.path.basename(os.path.normpath(run_dir))
+    base = os.path.join(config.saved_models_dir, name)
+    state = training.read_resume_state(run_dir) if args.resume else None
+    exported = sorted((int(d) for d in (os.listdir(base) if os.path.isdir(base) else [])
+                       if d.isdigit() and os.path.exists(os.path.join(base, d, "saved_model.pb"))))
+    if state and state["epoch"] >= config.epochs and exported:
+        # Nothing to do: exporting again would only add an identical version for TF Serving to load.
+        print(f"{run_dir} has finished its {config.epochs} epochs; its SavedModel: "
+              f"{os.path.join(base, str(exported[-1]))} (give --epochs N to train it longer)")
+        return 0
+    # Progress bars on a terminal; one line per epoch into a pipe or a log file.
+    verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
+    try:
+        result = training.train(config, run_dir, verbose=verbose,
+                                log=None if args.quiet else functools.partial(print, flush=True))
+    except KeyboardInterrupt:
+        print(f"{args.prog}: interrupted; continue with: {args.prog} --resume {run_dir}", file=sys.stderr)
+        return 130
+    except _user_errors():
+        if not args.resume:
+            _remove_unstarted_run(run_dir)
+        raise
     skipped = result["skipped"]
     for path, reason in skipped[:10]:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    name = os.path.basename(os.path.normpath(run_dir))
-    target = export.next_version_dir(os.path.join(args.saved_models_dir, name))
+    target = export.next_version_dir(base)
     try:
         export.export_saved_model(result["cam_model"], result["class_names"], target, tau=config.tau,
                                   box_extent=config.box_extent)
@@ -433,6 +494,7 @@ def command_main(command, argv=None, prog=None):
     """Runs one command (e.g. ``train``, ``infer``, ``export``) with its own flags."""
     prog = prog or f"keras-cam {command}"
     args = _parser(command, prog).parse_args(argv)
+    args.prog = prog
     return _run(COMMANDS[command][1], args, prog)
 
 

@@ -333,6 +333,12 @@ def is_image_file(name):
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def readable_name(name):
+    """A file or folder name as printable text: bytes that are not valid UTF-8 (which
+    ``os.listdir`` returns as surrogate escapes) become ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def scan_folder(root, class_names=None):
     """Lists ``root/<class>/<image>`` files.
 
@@ -352,20 +358,27 @@ def scan_folder(root, class_names=None):
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Data folder not found: {root!r}")
+    # Class names are the folder names, made printable: a name that is not valid UTF-8
+    # keeps its bad bytes as \xNN escapes (it becomes a label, a TF string and a caption).
+    folders = {readable_name(d): d for d in sorted(os.listdir(root))
+               if not d.startswith(".") and os.path.isdir(os.path.join(root, d))}
     if class_names is None:
-        class_names = sorted(d for d in os.listdir(root)
-                             if not d.startswith(".") and os.path.isdir(os.path.join(root, d)))
+        class_names = sorted(folders)
     if not class_names:
         raise ValueError(f"No class sub-folders in {root!r}; expected {root}/<class name>/<image files>.")
     paths, labels = [], []
     for index, name in enumerate(class_names):
-        folder = os.path.join(root, name)
+        folder = os.path.join(root, folders.get(name, name))
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"Class folder not found: {folder!r}")
         files = sorted(f for f in os.listdir(folder) if is_image_file(f))
         if not files:
+            hint = ""
+            if name in ("train", "val", "test") and any(os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder)):
+                hint = (f" It holds sub-folders: for a split layout give {root}/train and {root}/val (both), "
+                        f"or point --data at one of them.")
             raise ValueError(f"Class folder {folder!r} has no images ({', '.join(IMAGE_EXTENSIONS)}): "
-                             f"add images or remove the folder.")
+                             f"add images or remove the folder.{hint}")
         paths += [os.path.join(folder, f) for f in files]
         labels += [index] * len(files)
     return ImageFolder(paths, np.asarray(labels, np.int64), list(class_names))

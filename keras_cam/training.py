@@ -62,6 +62,7 @@ class TrainConfig:
     objectness_layers: list = None  # backbone layers of the objectness head (keras_cam.objectness), or None
     box_extent: float = 0.0  # box rule of the export: 0 bounding rectangles, k > 0 moment boxes (boxes.py)
     precision: str = "float32"  # or "bfloat16" (keras_cam.precision); checkpoints stay float32
+    saved_models_dir: str = None  # where train.py exports the run (absolute), so --resume exports there too
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -72,8 +73,29 @@ class TrainConfig:
         return cls(**{k: v for k, v in json.loads(text).items() if k in fields})
 
 
+def check_config(config):
+    """Refuses settings no run can use, before a run folder is made.
+
+    Raises:
+        ValueError: naming the bad setting (as its train.py flag).
+    """
+    for flag, value in (("--epochs", config.epochs), ("--batch-size", config.batch_size),
+                        ("--checkpoint-every", config.checkpoint_every), ("--classes", config.classes),
+                        ("--image-size", config.image_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{flag} must be a positive integer. Received: {value!r}")
+    if not (math.isfinite(config.learning_rate) and config.learning_rate >= 0):  # 0: nothing learns
+        raise ValueError(f"--learning-rate must be a number >= 0. Received: {config.learning_rate!r}")
+    if not 0.0 <= config.val_split < 1.0:
+        raise ValueError(f"--val-split must be in [0, 1). Received: {config.val_split!r}")
+
+
 class BadImagesError(ValueError):
     """Unreadable images were found and the run is strict."""
+
+
+class DivergedError(ValueError):
+    """The training loss became NaN or infinite."""
 
 
 def make_run_dir(experiments_dir, now=None):
@@ -239,7 +261,10 @@ def read_log(path):
         return {}
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+    def number(text):
+        # CSVLogger writes "NA" for a metric an epoch did not have.
+        return math.nan if text in (None, "", "NA") else float(text)
+    return {key: [number(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
 def prepare_data(config, run_dir):
@@ -320,10 +345,12 @@ def train(config, run_dir, verbose=1, log=None):
     Raises:
         storage.WriteError: a checkpoint could not be written (e.g. disk full); the
             message says how to resume.
-        ValueError: ``config.precision`` is unknown, or bfloat16 on a CPU without it;
-            or the objectness head cannot be fitted (the message says where the
+        DivergedError: the loss became NaN or infinite (the message names the epoch).
+        ValueError: a setting no run can use (``check_config``); ``config.precision``
+            is unknown, or bfloat16 on a CPU without it; or the objectness head cannot be fitted (the message says where the
             trained classifier is and how to export it without the head).
     """
+    check_config(config)
     precision.check_precision(config.precision)
     storage.write_text(os.path.join(run_dir, "config.json"), config.to_json())
     train_set, val_set, skipped = prepare_data(config, run_dir)
@@ -359,6 +386,9 @@ def train(config, run_dir, verbose=1, log=None):
     val_ds = (data.make_dataset(val_set.paths, val_set.labels, config.image_size, config.batch_size,
                                 training=False) if val_set.paths else None)
     callbacks = [
+        # A diverged run stops at the first NaN or infinite loss, before that epoch is
+        # logged, checkpointed or committed.
+        keras.callbacks.TerminateOnNaN(raise_error=True),
         CheckpointCallback(cam_model, checkpoints, config.checkpoint_every, read_best(checkpoints)[0]),
         keras.callbacks.CSVLogger(log_path, append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
@@ -377,6 +407,17 @@ def train(config, run_dir, verbose=1, log=None):
         except storage.WriteError as error:
             raise storage.WriteError(f"{error} Fix that (e.g. free some space), then continue with "
                                      f"--resume {run_dir}", error.errno) from error
+        except RuntimeError as error:
+            if "NaN" not in str(error) and "Inf" not in str(error):
+                raise
+            done = (read_resume_state(run_dir) or {"epoch": 0})["epoch"]
+            raise DivergedError(f"Training diverged: the loss became NaN or infinite in epoch {done + 1} "
+                                f"(--learning-rate {config.learning_rate:g}). Start a new run with a lower "
+                                f"--learning-rate; epochs 1-{done} of this one are kept in {run_dir}."
+                                if done else
+                                f"Training diverged: the loss became NaN or infinite in the first epoch "
+                                f"(--learning-rate {config.learning_rate:g}). Start a new run with a lower "
+                                f"--learning-rate.") from error
     best_path = os.path.join(checkpoints, "best.keras")
     best = load_cam_model(best_path) if os.path.exists(best_path) else center_head(cam_model)
     (best_val_accuracy, _), best_epoch = read_best(checkpoints)

@@ -35,6 +35,8 @@ def overlay(image, cam, boxes=(), true_boxes=(), alpha=0.45):
 def label(picture, text):
     """Writes a caption in the top-left corner of a picture (in place on a copy)."""
     picture = picture.copy()
+    # Hershey fonts draw ASCII only (and OpenCV crashes on unpaired surrogates).
+    text = str(text).encode("ascii", "replace").decode("ascii")
     scale = max(0.35, picture.shape[1] / 640)
     cv2.putText(picture, text, (4, int(14 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(picture, text, (4, int(14 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)

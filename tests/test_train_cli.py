@@ -1,0 +1,129 @@
+"""train.py as a user meets it: bad settings, odd folder names, resuming from elsewhere,
+finished runs, diverged runs. Tiny backbone, 32-px synthetic images, one or two epochs."""
+
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from keras_cam import cli, data, synthetic, training, visualize
+
+QUICK = ["--backbone", "tiny", "--weights", "none", "--image-size", "32", "--batch-size", "4", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_cli")
+    synthetic.write_dataset(str(root), {"train": 6}, size=32, seed=3)
+    return root / "train"
+
+
+def _train(argv, tmp_path):
+    return cli.command_main("train", [*argv, "--experiments-dir", str(tmp_path / "runs"),
+                                      "--saved-models-dir", str(tmp_path / "saved")], prog="train.py")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "--epochs must be a positive integer. Received: 0"),
+    (["--batch-size", "0"], "--batch-size must be a positive integer. Received: 0"),
+    (["--checkpoint-every", "0"], "--checkpoint-every must be a positive integer. Received: 0"),
+    (["--learning-rate", "-1"], "--learning-rate must be a number >= 0. Received: -1.0"),
+    (["--learning-rate", "nan"], "--learning-rate must be a number >= 0. Received: nan"),
+])
+def test_settings_no_run_can_use_are_one_line_and_leave_no_run_folder(images, tmp_path, flags, message, capsys):
+    status = _train(["--data", str(images), "--classes", "3", *QUICK, *flags], tmp_path)
+    err = capsys.readouterr().err
+    assert status == 2 and err.strip() == f"train.py: error: {message}"
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_a_mistake_found_after_start_removes_the_fresh_run_folder(images, tmp_path, capsys):
+    status = _train(["--data", str(images), "--classes", "4", *QUICK, "--epochs", "1"], tmp_path)
+    assert status == 2 and "--classes 4 does not match the 3 class folders" in capsys.readouterr().err
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_read_log_takes_na_as_nan(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("epoch,accuracy,val_accuracy\n0,0.5,NA\n1,0.75,\n")
+    log = training.read_log(str(path))
+    assert log["accuracy"] == [0.5, 0.75] and all(math.isnan(v) for v in log["val_accuracy"])
+
+
+def test_no_validation_images_trains_and_exports(images, tmp_path, capsys):
+    status = _train(["--data", str(images), "--classes", "3", *QUICK, "--epochs", "1", "--val-split", "0"], tmp_path)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "0 validation images" in out and "SavedModel:" in out
+
+
+def test_class_folder_name_that_is_not_utf8_trains_with_an_escaped_name(images, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(images, root)
+    bad = os.fsencode(root) + b"/cl\xe9"
+    os.rename(root / "square", bad)
+    others = sorted(d for d in os.listdir(images) if d != "square")
+    assert data.scan_folder(str(root)).class_names == ["cl\\xe9", *others]
+    status = _train(["--data", str(root), "--classes", "3", *QUICK, "--epochs", "1", "--checkpoint-every", "1"],
+                    tmp_path)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "class_names.json").read_text())[0] == "cl\\xe9"
+
+
+def test_caption_with_non_ascii_or_unpaired_surrogates_is_drawn():
+    picture = visualize.label(np.zeros((32, 64, 3), np.uint8), "caf\u00e9 cl\udce9 0.9")
+    assert picture.shape == (32, 64, 3) and picture.any()
+
+
+def test_resume_from_another_directory_exports_where_the_run_started(images, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(images, tmp_path / "rel")
+    assert cli.command_main("train", ["--data", "rel", "--classes", "3", *QUICK, "--epochs", "1",
+                                      "--experiments-dir", "runs", "--saved-models-dir", "mine"], prog="train.py") == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert os.path.isabs(json.loads((run / "config.json").read_text())["data"])
+    assert all(os.path.isabs(line.split("\t")[0]) for line in (run / "val_images.txt").read_text().splitlines())
+    capsys.readouterr()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    # A finished run is not exported again ...
+    assert cli.command_main("train", ["--resume", str(run), "--quiet"], prog="train.py") == 0
+    out = capsys.readouterr().out
+    assert "has finished its 1 epochs" in out and str(tmp_path / "mine" / run.name / "1") in out
+    # ... but trained on with --epochs, and exported beside its first version, not in ./saved_models.
+    assert cli.command_main("train", ["--resume", str(run), "--epochs", "2", "--batch-size", "8", "--quiet"],
+                            prog="train.py") == 0
+    captured = capsys.readouterr()
+    assert "ignored: --batch-size" in captured.err
+    assert sorted(os.listdir(tmp_path / "mine" / run.name)) == ["1", "2"]
+    assert not (elsewhere / "saved_models").exists()
+    assert len(training.read_log(str(run / "log.csv"))["epoch"]) == 2
+
+
+def test_a_diverged_run_stops_with_a_clear_error(images, tmp_path, capsys):
+    status = _train(["--data", str(images), "--classes", "3", *QUICK, "--epochs", "2", "--learning-rate", "1e38"],
+                    tmp_path)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err.startswith("train.py: error: Training diverged: the loss became NaN or infinite in")
+    assert "lower --learning-rate" in err and not list((tmp_path / "saved").glob("*/*"))
+
+
+def test_into_a_pipe_train_py_prints_one_line_per_epoch_not_progress_bars(images, tmp_path):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    flags = [flag for flag in QUICK if flag != "--quiet"]
+    done = subprocess.run([sys.executable, os.path.join(root, "train.py"), "--data", str(images), "--classes", "3",
+                           *flags, "--epochs", "2", "--experiments-dir", str(tmp_path / "runs"),
+                           "--saved-models-dir", str(tmp_path / "saved")],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stdout and "\x1b[" not in done.stdout
+    assert "Epoch 1/2" in done.stdout and "Epoch 2/2" in done.stdout
