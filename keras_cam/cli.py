@@ -51,6 +51,17 @@ def _run(command, args, prog):
         raise
 
 
+def positive_int(text):
+    """An argparse ``type`` for counts that must be at least 1 (e.g. ``--batch-size``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 # ---------------------------------------------------------------------------- train
 
 def add_train_arguments(parser):
@@ -169,7 +180,8 @@ def add_infer_arguments(parser):
                         help="image file, folder or glob pattern; repeat for more")
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line on stdout")
     parser.add_argument("--output", metavar="DIR", help="write each picture with heatmap and boxes here")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per model call (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=16,
+                        help="images per model call (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true",
                         help="print nothing but errors (and --json lines); no progress bar")
     add_precision_argument(parser)
@@ -308,7 +320,7 @@ def add_evaluate_arguments(parser):
                              "IoU 0.5; MaxBoxAcc's tau) (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     parser.add_argument("--plot", metavar="PNG", help="write a plot of BoxAcc against tau for each IoU delta")
-    parser.add_argument("--batch-size", type=int, default=16, help=f"images per model call {d}")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help=f"images per model call {d}")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -346,8 +358,6 @@ def _evaluate(args):
         raise UserError("--images-list needs --boxes CSV, where the boxes of the listed images are")
     if args.boxes and not (args.data or args.images_list):
         raise UserError("--boxes needs --data DIR (the images) or --images-list FILE")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1. Received: {args.batch_size}")
     from keras_cam import evaluation, inference
     examples, read_errors, source = _ground_truth(args)
     loaded = inference.load_saved_model(args.saved_model)

@@ -227,3 +227,24 @@ def test_infer_script_prints_no_tensorflow_log_lines(exported, sample_images, tm
     assert result.returncode == 0, result.stderr
     assert "photo.png:" in result.stdout and "1 of 1 images done" in result.stdout
     assert result.stderr == ""  # no oneDNN / absl / cpu_feature_guard lines, no Python warnings
+
+
+# --- counts given on the command line ----------------------------------------------------
+
+@pytest.mark.parametrize("command, value, shown", [
+    ("infer", "0", "0"), ("infer", "-3", "-3"), ("evaluate", "0", "0"), ("evaluate", "x", "'x'")])
+def test_batch_size_must_be_a_positive_integer(command, value, shown, capsys):
+    required = {"infer": ["--image", "a.png"], "evaluate": ["--tfds", "cars196"]}[command]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--saved_model", "m", *required, "--batch-size", value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"keras-cam {command}: error: argument --batch-size: must be a positive integer, got {shown}" in err
+    assert "Traceback" not in err
+
+
+def test_positive_int_is_an_argparse_type():
+    assert cli.positive_int("7") == 7
+    for text in ("0", "-1", "2.5", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="must be a positive integer"):
+            cli.positive_int(text)
