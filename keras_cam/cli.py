@@ -193,7 +193,7 @@ def _infer(args):
     precision.check_precision(args.precision)
     paths, missing = inference.expand_image_args(args.image)
     for item in missing:
-        print(f"infer: error: --image {item!r}: no such file, folder or match", file=sys.stderr)
+        print(f"{args.prog}: error: --image {item!r}: no such file, folder or match", file=sys.stderr)
     if not paths:
         raise UserError("no images to process")
     loaded = inference.load_saved_model(args.saved_model)
@@ -207,7 +207,7 @@ def _infer(args):
         for record in inference.localize_files(loaded, paths, batch_size=args.batch_size):
             if "error" in record:
                 failures += 1
-                bar.print(f"infer: error: {record['image']}: {record['error']}", file=sys.stderr)
+                bar.print(f"{args.prog}: error: {record['image']}: {record['error']}", file=sys.stderr)
             elif args.output:
                 _draw(record, args.output)
             if args.json:
@@ -217,7 +217,8 @@ def _infer(args):
             bar.update()
     bar.close()
     if not args.quiet:
-        print(f"{len(paths) - failures + len(missing)} of {len(paths)} images done, {failures} failed "
+        total = len(paths) + len(missing)  # a missing --image item counts as one failed image
+        print(f"{total - failures} of {total} images done, {failures} failed "
               f"({bar.rate:.1f} images/s)", file=sys.stderr if args.json else sys.stdout)
     return 1 if failures else 0
 
@@ -374,7 +375,7 @@ def _evaluate(args):
     report["errors"] = [{"image": p, "error": e} for p, e in read_errors] + report["errors"]
     report["num_failed"] = len(report["errors"])
     for record in report["errors"]:
-        print(f"evaluate: error: {record['image']}: {record['error']}", file=sys.stderr)
+        print(f"{args.prog}: error: {record['image']}: {record['error']}", file=sys.stderr)
     not_calibrated = None
     if args.calibrate:
         try:
@@ -436,6 +437,7 @@ def _parser(command, prog):
     parser = argparse.ArgumentParser(prog=prog, description=help_text)
     parser.add_argument("--version", action="version", version=f"keras-cam {__version__}")
     add(parser)
+    parser.set_defaults(prog=prog)  # commands print per-item errors as "prog: error: ..." too
     return parser
 
 

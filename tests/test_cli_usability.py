@@ -248,3 +248,20 @@ def test_positive_int_is_an_argparse_type():
     for text in ("0", "-1", "2.5", ""):
         with pytest.raises(argparse.ArgumentTypeError, match="must be a positive integer"):
             cli.positive_int(text)
+
+
+# --- per-item errors and the summary line -------------------------------------------------
+
+@pytest.mark.parametrize("prog", ["infer.py", "keras-cam infer"])
+def test_infer_counts_a_missing_path_and_prints_the_real_prog(exported, sample_images, tmp_path, prog, capsys):
+    cv2.imwrite(str(tmp_path / "ok.png"), sample_images[0][..., ::-1])
+    (tmp_path / "bad.png").write_text("not an image")
+    code = cli.command_main("infer", ["--saved_model", exported, "--image", str(tmp_path / "nope.jpg"),
+                                      "--image", str(tmp_path / "ok.png"), "--image", str(tmp_path / "bad.png")],
+                            prog=prog)
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "1 of 3 images done, 2 failed" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"{prog}: error: ") for line in lines), lines
+    assert "nope.jpg" in lines[0] and "bad.png" in lines[1]

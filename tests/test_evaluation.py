@@ -448,7 +448,7 @@ def test_cli_table_and_exit_status(exported, images, tmp_path, capsys):
     assert code == 1
     assert "6 images of" in out and "(1 failed, not counted)" in out
     missing = images["root"] / "val" / "disk" / "missing.png"
-    assert err.strip().splitlines() == [f"evaluate: error: {missing}: cannot read file (No such file or directory)"]
+    assert err.strip().splitlines() == [f"evaluate.py: error: {missing}: cannot read file (No such file or directory)"]
 
 
 def test_cli_tfds_mock_end_to_end(exported, tmp_path, capsys):
