@@ -320,7 +320,8 @@ def add_evaluate_arguments(parser):
                              "of all boxes (MaxBoxAccV2's figure at one tau), or loc, GT-known Loc (first box, "
                              "IoU 0.5; MaxBoxAcc's tau) (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
-    parser.add_argument("--plot", metavar="PNG", help="write a plot of BoxAcc against tau for each IoU delta")
+    parser.add_argument("--plot", metavar="PNG", help="write a plot of BoxAcc against tau for each IoU delta to this "
+                        "file, a name ending in .png (its folder is made if needed; not an existing folder)")
     parser.add_argument("--batch-size", type=positive_int, default=16, help=f"images per model call {d}")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
@@ -359,6 +360,12 @@ def _evaluate(args):
         raise UserError("--images-list needs --boxes CSV, where the boxes of the listed images are")
     if args.boxes and not (args.data or args.images_list):
         raise UserError("--boxes needs --data DIR (the images) or --images-list FILE")
+    if args.plot:  # before any work, so a bad name cannot cost the run or hide the calibrated version
+        if os.path.isdir(args.plot):
+            raise UserError(f"--plot {args.plot!r} is a folder; give a file name such as "
+                            f"{os.path.join(args.plot, 'box_acc.png')!r}")
+        if os.path.splitext(args.plot)[1].lower() != ".png":
+            raise UserError(f"--plot {args.plot!r}: the plot is written as PNG; give a file name ending in .png")
     from keras_cam import evaluation, inference
     examples, read_errors, source = _ground_truth(args)
     loaded = inference.load_saved_model(args.saved_model)
@@ -383,16 +390,16 @@ def _evaluate(args):
                 loaded, args.saved_model, report["calibrated_tau"])
         except ValueError as error:  # reported after the figures, which still stand
             not_calibrated = error
-    if args.plot:
-        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
-        evaluation.plot_box_acc(report, args.plot)
     if args.json:
         print(json.dumps(report))
     else:
         print(evaluation.format_report(report, source))
         if "calibrated_saved_model" in report:
             print(f"Calibrated SavedModel (tau {report['calibrated_tau']:.2f}): {report['calibrated_saved_model']}")
-        if args.plot:
+    if args.plot:  # after the report, which stands even if the plot cannot be written
+        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
+        evaluation.plot_box_acc(report, args.plot)
+        if not args.json:
             print(f"Plot: {args.plot}")
     if not_calibrated is not None:
         raise UserError(f"--calibrate: {not_calibrated}")

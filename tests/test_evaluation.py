@@ -482,13 +482,27 @@ def test_cli_tfds_mock_end_to_end(exported, tmp_path, capsys):
     (["--saved_model", "EXPORTED", "--voc", "/nonexistent/voc"], "--voc '/nonexistent/voc': folder not found"),
     (["--saved_model", "EXPORTED", "--tfds", "no_such_dataset_xyz"], "Unknown TFDS dataset 'no_such_dataset_xyz'"),
     (["--saved_model", "EXPORTED", "--boxes", "CSV", "--data", "DATA", "--split", "nope"], "no rows with split 'nope'"),
+    (["--saved_model", "/nonexistent/model", "--boxes", "CSV", "--data", "DATA", "--plot", "TMP"],
+     "is a folder; give a file name such as"),
+    (["--saved_model", "/nonexistent/model", "--boxes", "CSV", "--data", "DATA", "--plot", "p.jpg"],
+     "--plot 'p.jpg': the plot is written as PNG; give a file name ending in .png"),
 ])
 def test_cli_user_mistakes_are_one_line(exported, images, tmp_path, capsys, argv, message):
     csv_path = _truth_csv(images, tmp_path / "boxes.csv", _own_boxes(images, TAU))
-    swap = {"EXPORTED": exported, "CSV": csv_path, "DATA": str(images["root"])}
+    swap = {"EXPORTED": exported, "CSV": csv_path, "DATA": str(images["root"]), "TMP": str(tmp_path)}
     code, _, err = _run_cli(capsys, *[swap.get(a, a) for a in argv])
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_cli_plot_into_a_folder_is_refused_before_calibrating(exported, images, tmp_path, capsys):
+    csv_path = _truth_csv(images, tmp_path / "boxes.csv", _own_boxes(images, TAU))
+    base = _copy_model(exported, tmp_path / "m")
+    (tmp_path / "plots").mkdir()
+    code, out, err = _run_cli(capsys, "--saved_model", base, "--data", images["root"], "--boxes", csv_path,
+                              "--calibrate", "--plot", tmp_path / "plots")
+    assert code == 2 and out == "" and "is a folder" in err and "Traceback" not in err
+    assert os.listdir(base) == ["1"] and os.listdir(tmp_path / "plots") == []
 
 
 def test_cli_refuses_to_calibrate_when_nothing_localizes(exported, images, tmp_path, capsys):
