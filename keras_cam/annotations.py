@@ -33,6 +33,9 @@ BOX_COLUMNS = ("split", "class", "filename", "width", "height", "xmin", "ymin", 
 def read_boxes_csv(path):
     """Reads a boxes CSV (``split,class,filename,width,height,xmin,ymin,xmax,ymax``).
 
+    The file is UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8"), and
+    comma-separated (a semicolon-separated header is named as such).
+
     Args:
         path: CSV path.
 
@@ -41,12 +44,26 @@ def read_boxes_csv(path):
         ``height`` and ``boxes`` (int (N, 4) pixel boxes).
 
     Raises:
-        ValueError: a missing column or a malformed row (its line number is named).
+        ValueError: a missing column, a malformed row (its line number is named) or
+            text that is not UTF-8.
     """
+    try:
+        return _read_boxes_csv(path)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def _read_boxes_csv(path):
     out = {}
-    with open(path, newline="") as f:
+    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would stick to "split".
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        missing = set(BOX_COLUMNS) - set(reader.fieldnames or ())
+        header = reader.fieldnames or ()
+        missing = set(BOX_COLUMNS) - set(header)
+        if missing and len(header) == 1 and ";" in header[0]:
+            # Excel writes ';' where the decimal separator is a comma.
+            raise ValueError(f"{path}: the header looks semicolon-separated ({header[0]!r}); expected commas: "
+                             f"{','.join(BOX_COLUMNS)}")
         if missing:
             raise ValueError(f"{path}: missing columns {sorted(missing)}; expected {','.join(BOX_COLUMNS)}")
         for line, row in enumerate(reader, start=2):

@@ -197,6 +197,19 @@ def test_csv_rows_find_images_with_or_without_the_split_folder(tmp_path):
         annotations.csv_image_boxes(path, str(tmp_path), split="train")
 
 
+def test_boxes_csv_from_excel_byte_order_mark_and_semicolons(tmp_path):
+    rows = [",".join(annotations.BOX_COLUMNS), "val,disk,x.png,8,8,0,0,4,4"]
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\r\n")
+    truth = annotations.read_boxes_csv(str(tmp_path / "bom.csv"))
+    assert list(truth) == [("val", "disk", "x.png")] and truth["val", "disk", "x.png"]["boxes"].tolist() == [[0, 0, 4, 4]]
+    (tmp_path / "semi.csv").write_text("\n".join(r.replace(",", ";") for r in rows) + "\n")
+    with pytest.raises(ValueError, match="semi.csv: the header looks semicolon-separated .*; expected commas: split,"):
+        annotations.read_boxes_csv(str(tmp_path / "semi.csv"))
+    (tmp_path / "latin1.csv").write_bytes(("\n".join(rows) + "\nval,dïsk,y.png,8,8,0,0,4,4\n").encode("latin-1"))
+    with pytest.raises(ValueError, match="latin1.csv: not UTF-8 text"):
+        annotations.read_boxes_csv(str(tmp_path / "latin1.csv"))
+
+
 def test_images_list_matches_split_from_the_folder(tmp_path):
     truth = annotations.read_boxes_csv(_write_csv(tmp_path / "b.csv", [
         ("train", "a", "x.png", 8, 8, 0, 0, 4, 4), ("test", "a", "x.png", 8, 8, 1, 1, 5, 5),
