@@ -179,7 +179,9 @@ def add_infer_arguments(parser):
     parser.add_argument("--image", action="append", required=True,
                         help="image file, folder or glob pattern; repeat for more")
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line on stdout")
-    parser.add_argument("--output", metavar="DIR", help="write each picture with heatmap and boxes here")
+    parser.add_argument("--output", metavar="DIR", help="write each picture with heatmap and boxes here as "
+                        "NAME_cam.png (NAME_2_cam.png, ... for a later image of the same name stem); *_cam.png "
+                        "files in DIR are not taken as images by a folder or pattern --image")
     parser.add_argument("--batch-size", type=positive_int, default=16,
                         help="images per model call (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true",
@@ -191,7 +193,7 @@ def _infer(args):
     from keras_cam import inference, precision
     from keras_cam.progress import Progress
     precision.check_precision(args.precision)
-    paths, missing = inference.expand_image_args(args.image)
+    paths, missing = inference.expand_image_args(args.image, skip=_own_picture(args.output))
     for item in missing:
         print(f"{args.prog}: error: --image {item!r}: no such file, folder or match", file=sys.stderr)
     if not paths:
@@ -199,7 +201,7 @@ def _infer(args):
     loaded = inference.load_saved_model(args.saved_model)
     if args.output:
         os.makedirs(args.output, exist_ok=True)
-    failures = len(missing)
+    failures, used_names = len(missing), set()
     # Results go to stdout; the progress bar to stderr, drawn only on a terminal (never
     # into a pipe or a log), so `--json > results.jsonl` stays clean.
     bar = Progress(len(paths), enabled=not args.quiet, unit="images")
@@ -209,7 +211,7 @@ def _infer(args):
                 failures += 1
                 bar.print(f"{args.prog}: error: {record['image']}: {record['error']}", file=sys.stderr)
             elif args.output:
-                _draw(record, args.output)
+                record["picture"] = _draw(record, os.path.join(args.output, _picture_name(record["image"], used_names)))
             if args.json:
                 bar.print(json.dumps(inference.to_json_record(record)))
             elif not args.quiet and "error" not in record:
@@ -223,7 +225,28 @@ def _infer(args):
     return 1 if failures else 0
 
 
-def _draw(record, folder):
+def _picture_name(image_path, used):
+    """``<stem>_cam.png``, or ``<stem>_2_cam.png``, ``_3``... when an earlier image of this run
+    (``x.jpg``, ``sub/x.png``) took the name; ``used`` holds the names taken (lower case,
+    for case-insensitive file systems)."""
+    stem = os.path.splitext(os.path.basename(image_path))[0]
+    name, n = f"{stem}_cam.png", 1
+    while name.lower() in used:
+        n += 1
+        name = f"{stem}_{n}_cam.png"
+    used.add(name.lower())
+    return name
+
+
+def _own_picture(output):
+    """For ``--output DIR``: whether a found file is one of infer's pictures in DIR."""
+    if not output:
+        return None
+    folder = os.path.realpath(output)
+    return lambda path: path.endswith("_cam.png") and os.path.realpath(os.path.dirname(path)) == folder
+
+
+def _draw(record, path):
     import tensorflow as tf
 
     from keras_cam import data, inference, visualize
@@ -231,8 +254,8 @@ def _draw(record, folder):
         image = data.decode_image(tf.constant(f.read())).numpy()
     picture = visualize.label(visualize.overlay(image, inference.box_map(record), record["boxes"]),
                               f"{record['class_name']} {record['score']:.2f}")
-    stem = os.path.splitext(os.path.basename(record["image"]))[0]
-    visualize.write_rgb(os.path.join(folder, f"{stem}_cam.png"), picture)
+    visualize.write_rgb(path, picture)
+    return path
 
 
 # ---------------------------------------------------------------------------- export

@@ -3,6 +3,7 @@
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -265,3 +266,28 @@ def test_infer_counts_a_missing_path_and_prints_the_real_prog(exported, sample_i
     lines = err.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith(f"{prog}: error: ") for line in lines), lines
     assert "nope.jpg" in lines[0] and "bad.png" in lines[1]
+
+
+# --- --output pictures ----------------------------------------------------------------------
+
+def test_infer_output_names_are_unique_and_its_pictures_are_not_inputs(exported, sample_images, tmp_path, capsys):
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    for name, image in zip(("x.png", "x.jpg", "sub/x.png", "X.bmp"), sample_images):
+        cv2.imwrite(str(images / name), image[..., ::-1])
+    argv = ["infer", "--saved_model", exported, "--image", str(images), "--output", str(images), "--json"]
+    assert cli.main(argv) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # Sorted walk: X.bmp, x.jpg, x.png, then sub/x.png; the names ignore case (macOS, Windows).
+    assert [(os.path.relpath(r["image"], images), os.path.basename(r["picture"])) for r in records] == [
+        ("X.bmp", "X_cam.png"), ("x.jpg", "x_2_cam.png"), ("x.png", "x_3_cam.png"), ("sub/x.png", "x_4_cam.png")]
+    assert all(cv2.imread(r["picture"]) is not None for r in records)
+    # The second run over the same folder does not take the first run's pictures as images.
+    assert cli.main(argv) == 0
+    again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["picture"] for r in again] == [r["picture"] for r in records]
+    # ... nor through a pattern; a picture named on its own is still an image.
+    assert cli.main([*argv[:3], "--image", str(images / "*.png"), "--image", records[0]["picture"],
+                     "--output", str(images), "--json"]) == 0
+    named = [os.path.basename(json.loads(line)["image"]) for line in capsys.readouterr().out.splitlines()]
+    assert named == ["x.png", "X_cam.png"]
