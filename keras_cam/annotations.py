@@ -21,6 +21,7 @@ largest non-difficult object, with every non-difficult box of that class.
 import csv
 import dataclasses
 import os
+import re
 from xml.etree import ElementTree
 
 import numpy as np
@@ -140,12 +141,20 @@ def _csv_record(path, class_name, entry):
     return ImageBoxes(path, class_name, entry["boxes"].astype(np.float64), (entry["height"], entry["width"]))
 
 
+def class_key(name):
+    """A class name for loose matching: no surrounding spaces, lower case, no leading
+    ``NNN.`` numbering (so CUB's folder ``001.Black_footed_Albatross`` matches TFDS's
+    ``black_footed_albatross``)."""
+    return re.sub(r"^\d+\.", "", name.strip()).lower()
+
+
 def read_images_list(path):
     """Reads an images list such as ``RUN_DIR/val_images.txt`` written by train.py.
 
     Args:
-        path: text file with lines ``<image path><TAB><class name>``; blank lines
-            are skipped.
+        path: text file with lines ``<image path><TAB><class name>`` (``\n`` or
+            ``\r\n`` line ends); blank lines and comment lines, whose first
+            non-blank character is ``#``, are skipped.
 
     Returns:
         list of ``(image path, class name)``.
@@ -157,8 +166,8 @@ def read_images_list(path):
     # train.py writes file names as they are on disk (surrogateescape for non-UTF-8).
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
         for number, line in enumerate(f, start=1):
-            line = line.rstrip("\n")
-            if not line.strip():
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.lstrip().startswith("#"):
                 continue
             image, tab, name = line.rpartition("\t")
             if not tab or not image or not name:
@@ -170,9 +179,10 @@ def read_images_list(path):
 def images_list_boxes(entries, truth, split=None):
     """Looks up the boxes of listed images in a boxes CSV.
 
-    An image matches the CSV row with its class and file name; among several splits
-    the one given, else the folder above the class folder (``DATA/train/<class>/f``
-    is split ``train``), else the only one.
+    An image matches the CSV rows with its file name and its class: the same name,
+    or else the same ``class_key`` (case, spaces, ``NNN.`` numbering ignored). Among
+    several splits the one given, else the folder above the class folder
+    (``DATA/train/<class>/f`` is split ``train``), else the only one.
 
     Args:
         entries: list of ``(image path, class name)`` (``read_images_list``).
@@ -181,27 +191,37 @@ def images_list_boxes(entries, truth, split=None):
 
     Returns:
         ``(records, errors)``: ``ImageBoxes`` for the images found, and ``(image
-        path, reason)`` for the others.
+        path, reason)`` for the others (a listed file that does not exist is named
+        as such).
     """
-    by_name = {}
+    by_file = {}
     for key in truth:
-        by_name.setdefault(key[1:], []).append(key[0])
+        by_file.setdefault(key[2], []).append(key)
     records, errors = [], []
     for path, name in entries:
-        splits = by_name.get((name, os.path.basename(path)), [])
+        filename = os.path.basename(path)
+        rows = by_file.get(filename, [])
+        keys = [k for k in rows if k[1] == name] or [k for k in rows if class_key(k[1]) == class_key(name)]
         folder_split = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(path))))
         if split is not None:
-            chosen = [s for s in splits if s == split]
+            chosen = [k for k in keys if k[0] == split]
         else:
-            chosen = [s for s in splits if s == folder_split] or splits
-        where = f"class {name!r}, file {os.path.basename(path)!r}"
+            chosen = [k for k in keys if k[0] == folder_split] or keys
+        where = f"class {name!r}, file {filename!r}"
         if not chosen:
-            errors.append((path, f"no box for {where}" + (f" in split {split!r}" if split is not None else "")))
+            if not os.path.lexists(path):  # the likelier mistake, and boxes would not help
+                errors.append((path, "cannot read file (No such file or directory)"))
+            else:
+                errors.append((path, f"no box for {where}" + (f" in split {split!r}" if split is not None else "")))
+            continue
+        if len({k[0] for k in chosen}) > 1:
+            errors.append((path, f"{where} is in several splits {sorted({k[0] for k in chosen})}; give the split"))
             continue
         if len(chosen) > 1:
-            errors.append((path, f"{where} is in several splits {sorted(chosen)}; give the split"))
+            errors.append((path, f"{where} matches several classes of the boxes CSV "
+                                 f"{sorted(k[1] for k in chosen)}; their names differ only in case or numbering"))
             continue
-        records.append(_csv_record(path, name, truth[(chosen[0], name, os.path.basename(path))]))
+        records.append(_csv_record(path, name, truth[chosen[0]]))
     return records, errors
 
 

@@ -332,8 +332,9 @@ def add_evaluate_arguments(parser):
                         "DIR/<class>/<file> for --boxes; the image folder for --voc (default: its JPEGImages)")
     parser.add_argument("--split", help="only this split: the CSV rows of it, or the VOC image set "
                         "ImageSets/Main/SPLIT.txt")
-    parser.add_argument("--images-list", metavar="FILE", help="exactly these images: lines 'path<TAB>class name', "
-                        "such as train.py's RUN_DIR/val_images.txt; their boxes come from --boxes")
+    parser.add_argument("--images-list", metavar="FILE", help="exactly these images: lines 'path<TAB>class name' "
+                        "(blank and '#' comment lines skipped), such as train.py's RUN_DIR/val_images.txt; their "
+                        "boxes come from --boxes")
     parser.add_argument("--tfds-data-dir", metavar="DIR", help="TFDS data folder (default: TFDS's own)")
     parser.add_argument("--calibrate", action="store_true",
                         help="choose tau on these (validation) images and write a new version of the SavedModel "

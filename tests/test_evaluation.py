@@ -210,7 +210,10 @@ def test_boxes_csv_from_excel_byte_order_mark_and_semicolons(tmp_path):
         annotations.read_boxes_csv(str(tmp_path / "latin1.csv"))
 
 
-def test_images_list_matches_split_from_the_folder(tmp_path):
+def test_images_list_matches_split_from_the_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the listed paths are relative
+    (tmp_path / "data" / "train" / "a").mkdir(parents=True)
+    (tmp_path / "data" / "train" / "a" / "w.png").write_bytes(b"1")  # there, but without a box
     truth = annotations.read_boxes_csv(_write_csv(tmp_path / "b.csv", [
         ("train", "a", "x.png", 8, 8, 0, 0, 4, 4), ("test", "a", "x.png", 8, 8, 1, 1, 5, 5),
         ("train", "a", "y.png", 8, 8, 2, 2, 6, 6)]))
@@ -224,9 +227,29 @@ def test_images_list_matches_split_from_the_folder(tmp_path):
     assert "several splits ['test', 'train']" in errors[0][1] and "no box" in errors[1][1]
     records, errors = annotations.images_list_boxes(entries, truth, split="test")
     assert [r.boxes.tolist() for r in records] == [[[1, 1, 5, 5]], [[1, 1, 5, 5]]] and len(errors) == 2
-    (tmp_path / "bad.txt").write_text("no tab here\n")
-    with pytest.raises(ValueError, match="bad.txt:1: expected"):
+    (tmp_path / "bad.txt").write_text("# a comment\nno tab here\n")
+    with pytest.raises(ValueError, match="bad.txt:2: expected"):
         annotations.read_images_list(str(tmp_path / "bad.txt"))
+
+
+def test_images_list_comments_case_and_missing_files(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"1")
+    (tmp_path / "list.txt").write_text(f"# made by hand\n\n  # indented comment\n{tmp_path / 'a.png'}\tDISK\r\n"
+                                       f"\t\n{tmp_path / 'nope.png'}\tdisk\n")
+    entries = annotations.read_images_list(str(tmp_path / "list.txt"))
+    assert entries == [(str(tmp_path / "a.png"), "DISK"), (str(tmp_path / "nope.png"), "disk")]
+    truth = annotations.read_boxes_csv(_write_csv(tmp_path / "b.csv", [("val", "disk", "a.png", 8, 8, 0, 0, 4, 4)]))
+    records, errors = annotations.images_list_boxes(entries, truth)
+    # DISK matches the CSV's disk, as class names match the model's: ignoring case.
+    assert [(r.class_name, r.boxes.tolist()) for r in records] == [("DISK", [[0, 0, 4, 4]])]
+    assert errors == [(str(tmp_path / "nope.png"), "cannot read file (No such file or directory)")]
+    # An exact spelling wins; two that differ only in case are ambiguous, not a guess.
+    both = annotations.read_boxes_csv(_write_csv(tmp_path / "c.csv", [("val", "disk", "a.png", 8, 8, 0, 0, 4, 4),
+                                                                       ("val", "Disk", "a.png", 8, 8, 1, 1, 4, 4)]))
+    records, _ = annotations.images_list_boxes([(str(tmp_path / "a.png"), "Disk")], both)
+    assert records[0].boxes.tolist() == [[1, 1, 4, 4]]
+    _, errors = annotations.images_list_boxes([(str(tmp_path / "a.png"), "DISK")], both)
+    assert "matches several classes of the boxes CSV ['Disk', 'disk']" in errors[0][1]
 
 
 # ----------------------------------------------------------------------------- the signature
@@ -338,14 +361,16 @@ def test_bad_images_are_reported_and_skipped(loaded, images, tmp_path):
     rows += [("val", some_class, "fake.png", 64, 64, 0, 0, 8, 8),
              ("val", some_class, "missing.png", 64, 64, 0, 0, 8, 8),
              ("val", "zebra", rows[0][2], 64, 64, 0, 0, 8, 8),
+             ("val", "zebra", "ghost.png", 64, 64, 0, 0, 8, 8),   # no file either: the class is named
              ("val", some_class, "wide.png", 32, 64, 0, 0, 8, 8)]   # annotated as 32 wide: another aspect
     records = annotations.csv_image_boxes(_write_csv(tmp_path / "b.csv", rows), str(data))
     report = evaluation.evaluate_saved_model(loaded, records, batch_size=3)
-    assert report["num_images"] == 6 and report["num_failed"] == 4
+    assert report["num_images"] == 6 and report["num_failed"] == 5
     errors = {os.path.basename(e["image"]) + ":" + e["error"][:30] for e in report["errors"]}
     assert any(e.startswith("fake.png:not a readable image") for e in errors)
     assert any(e.startswith("missing.png:cannot read file") for e in errors)
-    assert "class 'zebra' is not one of the model's classes" in str(report["errors"])
+    assert "class 'zebra' is not one of the model's classes (disk, square, triangle)" in str(report["errors"])
+    assert any(e.startswith("ghost.png:class 'zebra' is not") for e in errors)
     assert "the boxes are for a 32x64 image but the image is 64x64" in str(report["errors"])
 
 
