@@ -270,6 +270,14 @@ def read_voc_xml(path):
         ValueError: not XML, or a missing or malformed field (the file is named).
     """
     try:
+        return _voc_annotation(path)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def _voc_annotation(path):
+    """``read_voc_xml`` with the reason alone in its ``ValueError``, for lists that name the file."""
+    try:
         root = ElementTree.parse(path).getroot()
         filename = root.findtext("filename", "").strip()
         width, height = (int(float(root.findtext(f"size/{k}", "0"))) for k in ("width", "height"))
@@ -283,7 +291,7 @@ def read_voc_xml(path):
             objects.append({"name": obj.findtext("name", "").strip(), "box": box,
                             "difficult": obj.findtext("difficult", "0").strip() not in ("0", "")})
     except (ElementTree.ParseError, TypeError, ValueError) as error:
-        raise ValueError(f"{path}: not a valid VOC annotation ({error})") from None
+        raise ValueError(f"not a valid VOC annotation ({error})") from None
     return {"filename": filename, "width": width, "height": height, "objects": objects}
 
 
@@ -326,8 +334,11 @@ def voc_image_boxes(root, split=None, images_dir=None, include_difficult=False):
     for name in files:
         path = os.path.join(annotations_dir, name)
         try:
-            entry = read_voc_xml(path)
-        except (OSError, ValueError) as error:
+            entry = _voc_annotation(path)
+        except OSError as error:
+            errors.append((path, f"cannot read file ({error.strerror or error})"))
+            continue
+        except ValueError as error:
             errors.append((path, str(error)))
             continue
         objects = entry["objects"]

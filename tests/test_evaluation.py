@@ -134,6 +134,10 @@ def test_voc_folder_class_rule_difficult_and_one_based_corners(tmp_path):
     assert [os.path.basename(r.image) for r in records] == ["a.jpg"]
     assert sorted(os.path.basename(p) for p, _ in errors) == ["c.xml", "d.xml"]
     assert "below 1" in {os.path.basename(p): e for p, e in errors}["d.xml"]
+    for path, reason in errors:  # the CLI prints "path: reason": the path once
+        assert reason.startswith("not a valid VOC annotation (") and path not in reason
+    with pytest.raises(ValueError, match=r"c\.xml: not a valid VOC annotation \("):  # on its own it names the file
+        annotations.read_voc_xml(str(voc / "Annotations" / "c.xml"))
     (a,) = records
     assert a.class_name == "dog" and a.frame == (64, 64)
     assert a.image == os.path.join(str(voc), "JPEGImages", "a.jpg")
@@ -145,6 +149,9 @@ def test_voc_folder_class_rule_difficult_and_one_based_corners(tmp_path):
         ("cat", [[4, 4, 40, 40]]), ("cat", [[0, 0, 64, 64]])]
     with pytest.raises(FileNotFoundError, match="image set 'test'"):
         annotations.voc_image_boxes(str(voc), split="test")
+    (voc / "ImageSets" / "Main" / "gone.txt").write_text("a\nzz\n")
+    _, errors = annotations.voc_image_boxes(str(voc), split="gone")
+    assert errors == [(str(voc / "Annotations" / "zz.xml"), "cannot read file (No such file or directory)")]
 
 
 def test_image_class_takes_the_largest_object_first_on_ties():
