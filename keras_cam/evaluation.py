@@ -129,7 +129,7 @@ def _score(example, class_id, out, size, accumulator):
     height, width = (int(v) for v in out["image_sizes"])
     frame_height, frame_width = example.frame
     truth = metrics.check_boxes(example.boxes, height=frame_height, width=frame_width,
-                                name="ground-truth boxes", allow_empty=False)
+                                name="ground-truth boxes", allow_empty=False, positive_area=True)
     _check_frame(example.frame, height, width)
     n = int(out["num_boxes"])
     served = box_rule.normalized_to_pixel(out["boxes"][:n], height, width)

@@ -362,23 +362,30 @@ def test_bad_images_are_reported_and_skipped(loaded, images, tmp_path):
     shutil.copytree(images["root"] / "val", data / "val")
     some_class = rows[0][1]
     (data / "val" / some_class / "fake.png").write_text("<html>not an image</html>")
-    shutil.copy(images["paths"][0], data / "val" / some_class / "wide.png")
+    for name in ("wide.png", "flat.png", "swapped.png"):
+        shutil.copy(images["paths"][0], data / "val" / some_class / name)
     (data / "val" / "zebra").mkdir()
     shutil.copy(images["paths"][0], data / "val" / "zebra")
     rows += [("val", some_class, "fake.png", 64, 64, 0, 0, 8, 8),
              ("val", some_class, "missing.png", 64, 64, 0, 0, 8, 8),
              ("val", "zebra", rows[0][2], 64, 64, 0, 0, 8, 8),
              ("val", "zebra", "ghost.png", 64, 64, 0, 0, 8, 8),   # no file either: the class is named
-             ("val", some_class, "wide.png", 32, 64, 0, 0, 8, 8)]   # annotated as 32 wide: another aspect
+             ("val", some_class, "wide.png", 32, 64, 0, 0, 8, 8),   # annotated as 32 wide: another aspect
+             ("val", some_class, "flat.png", 64, 64, 5, 0, 5, 8),    # zero area, refused like swapped corners
+             ("val", some_class, "swapped.png", 64, 64, 8, 0, 5, 8)]
     records = annotations.csv_image_boxes(_write_csv(tmp_path / "b.csv", rows), str(data))
     report = evaluation.evaluate_saved_model(loaded, records, batch_size=3)
-    assert report["num_images"] == 6 and report["num_failed"] == 5
+    assert report["num_images"] == 6 and report["num_failed"] == 7
     errors = {os.path.basename(e["image"]) + ":" + e["error"][:30] for e in report["errors"]}
     assert any(e.startswith("fake.png:not a readable image") for e in errors)
     assert any(e.startswith("missing.png:cannot read file") for e in errors)
     assert "class 'zebra' is not one of the model's classes (disk, square, triangle)" in str(report["errors"])
     assert any(e.startswith("ghost.png:class 'zebra' is not") for e in errors)
     assert "the boxes are for a 32x64 image but the image is 64x64" in str(report["errors"])
+    by_file = {os.path.basename(e["image"]): e["error"] for e in report["errors"]}
+    assert by_file["flat.png"] == ("ground-truth boxes[0] has no area (xmin == xmax or ymin == ymax). "
+                                   "Received: [5.0, 0.0, 5.0, 8.0]")
+    assert by_file["swapped.png"].startswith("ground-truth boxes[0] needs xmin <= xmax")
 
 
 def test_an_export_without_localize_classes_is_refused(loaded):
