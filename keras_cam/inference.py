@@ -61,6 +61,10 @@ def load_saved_model(path):
 def resolve_version_dir(path):
     """The SavedModel folder a path names: itself, or a base folder's highest version.
 
+    Numbered folders without a ``saved_model.pb`` (empty, or left by a copy that did
+    not finish) are passed over; only when no version holds one is the highest
+    taken, so that loading it names the problem.
+
     Args:
         path: ``saved_models/NAME/1`` or ``saved_models/NAME``.
 
@@ -69,9 +73,10 @@ def resolve_version_dir(path):
     """
     path = os.fspath(path)
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
-        versions = [d for d in os.listdir(path) if d.isdigit()]
+        versions = sorted((d for d in os.listdir(path) if d.isdigit()), key=int)
+        complete = [d for d in versions if os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
         if versions:
-            path = os.path.join(path, max(versions, key=int))
+            path = os.path.join(path, (complete or versions)[-1])
     return path
 
 

@@ -291,3 +291,24 @@ def test_infer_output_names_are_unique_and_its_pictures_are_not_inputs(exported,
                      "--output", str(images), "--json"]) == 0
     named = [os.path.basename(json.loads(line)["image"]) for line in capsys.readouterr().out.splitlines()]
     assert named == ["x.png", "X_cam.png"]
+
+
+# --- model base folders ----------------------------------------------------------------------
+
+def test_an_empty_version_folder_does_not_hide_the_complete_one(exported, sample_images, tmp_path, capsys):
+    import shutil
+
+    from keras_cam import inference
+    base = tmp_path / "m"
+    shutil.copytree(exported, base / "1")
+    (base / "12").mkdir()  # empty, e.g. a copy that never finished
+    (base / "7").mkdir()
+    assert inference.resolve_version_dir(str(base)) == str(base / "1")
+    cv2.imwrite(str(tmp_path / "photo.png"), sample_images[0][..., ::-1])
+    assert cli.main(["infer", "--saved_model", str(base), "--image", str(tmp_path / "photo.png")]) == 0
+    assert "1 of 1 images done" in capsys.readouterr().out
+    # With no complete version the highest is taken, so the error names it.
+    shutil.rmtree(base / "1")
+    assert inference.resolve_version_dir(str(base)) == str(base / "12")
+    assert cli.main(["infer", "--saved_model", str(base), "--image", str(tmp_path / "photo.png")]) == 2
+    assert f"Not a SavedModel (no saved_model.pb): '{base / '12'}'" in capsys.readouterr().err
