@@ -208,7 +208,8 @@ def test_boxes_csv_from_excel_byte_order_mark_and_semicolons(tmp_path):
     rows = [",".join(annotations.BOX_COLUMNS), "val,disk,x.png,8,8,0,0,4,4"]
     (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\r\n")
     truth = annotations.read_boxes_csv(str(tmp_path / "bom.csv"))
-    assert list(truth) == [("val", "disk", "x.png")] and truth["val", "disk", "x.png"]["boxes"].tolist() == [[0, 0, 4, 4]]
+    assert list(truth) == [("val", "disk", "x.png")]
+    assert truth["val", "disk", "x.png"]["boxes"].tolist() == [[0, 0, 4, 4]]
     (tmp_path / "semi.csv").write_text("\n".join(r.replace(",", ";") for r in rows) + "\n")
     with pytest.raises(ValueError, match="semi.csv: the header looks semicolon-separated .*; expected commas: split,"):
         annotations.read_boxes_csv(str(tmp_path / "semi.csv"))
