@@ -21,6 +21,7 @@ largest non-difficult object, with every non-difficult box of that class.
 import csv
 import dataclasses
 import os
+import re
 from xml.etree import ElementTree
 
 import numpy as np
@@ -33,6 +34,9 @@ BOX_COLUMNS = ("split", "class", "filename", "width", "height", "xmin", "ymin", 
 def read_boxes_csv(path):
     """Reads a boxes CSV (``split,class,filename,width,height,xmin,ymin,xmax,ymax``).
 
+    The file is UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8"), and
+    comma-separated (a semicolon-separated header is named as such).
+
     Args:
         path: CSV path.
 
@@ -41,12 +45,26 @@ def read_boxes_csv(path):
         ``height`` and ``boxes`` (int (N, 4) pixel boxes).
 
     Raises:
-        ValueError: a missing column or a malformed row (its line number is named).
+        ValueError: a missing column, a malformed row (its line number is named) or
+            text that is not UTF-8.
     """
+    try:
+        return _read_boxes_csv(path)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def _read_boxes_csv(path):
     out = {}
-    with open(path, newline="") as f:
+    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would stick to "split".
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        missing = set(BOX_COLUMNS) - set(reader.fieldnames or ())
+        header = reader.fieldnames or ()
+        missing = set(BOX_COLUMNS) - set(header)
+        if missing and len(header) == 1 and ";" in header[0]:
+            # Excel writes ';' where the decimal separator is a comma.
+            raise ValueError(f"{path}: the header looks semicolon-separated ({header[0]!r}); expected commas: "
+                             f"{','.join(BOX_COLUMNS)}")
         if missing:
             raise ValueError(f"{path}: missing columns {sorted(missing)}; expected {','.join(BOX_COLUMNS)}")
         for line, row in enumerate(reader, start=2):
@@ -123,12 +141,20 @@ def _csv_record(path, class_name, entry):
     return ImageBoxes(path, class_name, entry["boxes"].astype(np.float64), (entry["height"], entry["width"]))
 
 
+def class_key(name):
+    """A class name for loose matching: no surrounding spaces, lower case, no leading
+    ``NNN.`` numbering (so CUB's folder ``001.Black_footed_Albatross`` matches TFDS's
+    ``black_footed_albatross``)."""
+    return re.sub(r"^\d+\.", "", name.strip()).lower()
+
+
 def read_images_list(path):
     """Reads an images list such as ``RUN_DIR/val_images.txt`` written by train.py.
 
     Args:
-        path: text file with lines ``<image path><TAB><class name>``; blank lines
-            are skipped.
+        path: text file with lines ``<image path><TAB><class name>`` (``\n`` or
+            ``\r\n`` line ends); blank lines and comment lines, whose first
+            non-blank character is ``#``, are skipped.
 
     Returns:
         list of ``(image path, class name)``.
@@ -140,8 +166,8 @@ def read_images_list(path):
     # train.py writes file names as they are on disk (surrogateescape for non-UTF-8).
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
         for number, line in enumerate(f, start=1):
-            line = line.rstrip("\n")
-            if not line.strip():
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.lstrip().startswith("#"):
                 continue
             image, tab, name = line.rpartition("\t")
             if not tab or not image or not name:
@@ -153,9 +179,10 @@ def read_images_list(path):
 def images_list_boxes(entries, truth, split=None):
     """Looks up the boxes of listed images in a boxes CSV.
 
-    An image matches the CSV row with its class and file name; among several splits
-    the one given, else the folder above the class folder (``DATA/train/<class>/f``
-    is split ``train``), else the only one.
+    An image matches the CSV rows with its file name and its class: the same name,
+    or else the same ``class_key`` (case, spaces, ``NNN.`` numbering ignored). Among
+    several splits the one given, else the folder above the class folder
+    (``DATA/train/<class>/f`` is split ``train``), else the only one.
 
     Args:
         entries: list of ``(image path, class name)`` (``read_images_list``).
@@ -164,27 +191,37 @@ def images_list_boxes(entries, truth, split=None):
 
     Returns:
         ``(records, errors)``: ``ImageBoxes`` for the images found, and ``(image
-        path, reason)`` for the others.
+        path, reason)`` for the others (a listed file that does not exist is named
+        as such).
     """
-    by_name = {}
+    by_file = {}
     for key in truth:
-        by_name.setdefault(key[1:], []).append(key[0])
+        by_file.setdefault(key[2], []).append(key)
     records, errors = [], []
     for path, name in entries:
-        splits = by_name.get((name, os.path.basename(path)), [])
+        filename = os.path.basename(path)
+        rows = by_file.get(filename, [])
+        keys = [k for k in rows if k[1] == name] or [k for k in rows if class_key(k[1]) == class_key(name)]
         folder_split = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(path))))
         if split is not None:
-            chosen = [s for s in splits if s == split]
+            chosen = [k for k in keys if k[0] == split]
         else:
-            chosen = [s for s in splits if s == folder_split] or splits
-        where = f"class {name!r}, file {os.path.basename(path)!r}"
+            chosen = [k for k in keys if k[0] == folder_split] or keys
+        where = f"class {name!r}, file {filename!r}"
         if not chosen:
-            errors.append((path, f"no box for {where}" + (f" in split {split!r}" if split is not None else "")))
+            if not os.path.lexists(path):  # the likelier mistake, and boxes would not help
+                errors.append((path, "cannot read file (No such file or directory)"))
+            else:
+                errors.append((path, f"no box for {where}" + (f" in split {split!r}" if split is not None else "")))
+            continue
+        if len({k[0] for k in chosen}) > 1:
+            errors.append((path, f"{where} is in several splits {sorted({k[0] for k in chosen})}; give the split"))
             continue
         if len(chosen) > 1:
-            errors.append((path, f"{where} is in several splits {sorted(chosen)}; give the split"))
+            errors.append((path, f"{where} matches several classes of the boxes CSV "
+                                 f"{sorted(k[1] for k in chosen)}; their names differ only in case or numbering"))
             continue
-        records.append(_csv_record(path, name, truth[(chosen[0], name, os.path.basename(path))]))
+        records.append(_csv_record(path, name, truth[chosen[0]]))
     return records, errors
 
 
@@ -233,6 +270,14 @@ def read_voc_xml(path):
         ValueError: not XML, or a missing or malformed field (the file is named).
     """
     try:
+        return _voc_annotation(path)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def _voc_annotation(path):
+    """``read_voc_xml`` with the reason alone in its ``ValueError``, for lists that name the file."""
+    try:
         root = ElementTree.parse(path).getroot()
         filename = root.findtext("filename", "").strip()
         width, height = (int(float(root.findtext(f"size/{k}", "0"))) for k in ("width", "height"))
@@ -246,7 +291,7 @@ def read_voc_xml(path):
             objects.append({"name": obj.findtext("name", "").strip(), "box": box,
                             "difficult": obj.findtext("difficult", "0").strip() not in ("0", "")})
     except (ElementTree.ParseError, TypeError, ValueError) as error:
-        raise ValueError(f"{path}: not a valid VOC annotation ({error})") from None
+        raise ValueError(f"not a valid VOC annotation ({error})") from None
     return {"filename": filename, "width": width, "height": height, "objects": objects}
 
 
@@ -289,8 +334,11 @@ def voc_image_boxes(root, split=None, images_dir=None, include_difficult=False):
     for name in files:
         path = os.path.join(annotations_dir, name)
         try:
-            entry = read_voc_xml(path)
-        except (OSError, ValueError) as error:
+            entry = _voc_annotation(path)
+        except OSError as error:
+            errors.append((path, f"cannot read file ({error.strerror or error})"))
+            continue
+        except ValueError as error:
             errors.append((path, str(error)))
             continue
         objects = entry["objects"]

@@ -51,6 +51,17 @@ def _run(command, args, prog):
         raise
 
 
+def positive_int(text):
+    """An argparse ``type`` for counts that must be at least 1 (e.g. ``--batch-size``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 # ---------------------------------------------------------------------------- train
 
 def add_train_arguments(parser):
@@ -229,8 +240,11 @@ def add_infer_arguments(parser):
     parser.add_argument("--image", action="append", required=True,
                         help="image file, folder or glob pattern; repeat for more")
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line on stdout")
-    parser.add_argument("--output", metavar="DIR", help="write each picture with heatmap and boxes here")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per model call (default: %(default)s)")
+    parser.add_argument("--output", metavar="DIR", help="write each picture with heatmap and boxes here as "
+                        "NAME_cam.png (NAME_2_cam.png, ... for a later image of the same name stem); *_cam.png "
+                        "files in DIR are not taken as images by a folder or pattern --image")
+    parser.add_argument("--batch-size", type=positive_int, default=16,
+                        help="images per model call (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true",
                         help="print nothing but errors (and --json lines); no progress bar")
     add_precision_argument(parser)
@@ -240,15 +254,15 @@ def _infer(args):
     from keras_cam import inference, precision
     from keras_cam.progress import Progress
     precision.check_precision(args.precision)
-    paths, missing = inference.expand_image_args(args.image)
+    paths, missing = inference.expand_image_args(args.image, skip=_own_picture(args.output))
     for item in missing:
-        print(f"infer: error: --image {item!r}: no such file, folder or match", file=sys.stderr)
+        print(f"{args.prog}: error: --image {item!r}: no such file, folder or match", file=sys.stderr)
     if not paths:
         raise UserError("no images to process")
     loaded = inference.load_saved_model(args.saved_model)
     if args.output:
         os.makedirs(args.output, exist_ok=True)
-    failures = len(missing)
+    failures, used_names = len(missing), set()
     # Results go to stdout; the progress bar to stderr, drawn only on a terminal (never
     # into a pipe or a log), so `--json > results.jsonl` stays clean.
     bar = Progress(len(paths), enabled=not args.quiet, unit="images")
@@ -256,9 +270,9 @@ def _infer(args):
         for record in inference.localize_files(loaded, paths, batch_size=args.batch_size):
             if "error" in record:
                 failures += 1
-                bar.print(f"infer: error: {record['image']}: {record['error']}", file=sys.stderr)
+                bar.print(f"{args.prog}: error: {record['image']}: {record['error']}", file=sys.stderr)
             elif args.output:
-                _draw(record, args.output)
+                record["picture"] = _draw(record, os.path.join(args.output, _picture_name(record["image"], used_names)))
             if args.json:
                 bar.print(json.dumps(inference.to_json_record(record)))
             elif not args.quiet and "error" not in record:
@@ -266,12 +280,34 @@ def _infer(args):
             bar.update()
     bar.close()
     if not args.quiet:
-        print(f"{len(paths) - failures + len(missing)} of {len(paths)} images done, {failures} failed "
+        total = len(paths) + len(missing)  # a missing --image item counts as one failed image
+        print(f"{total - failures} of {total} images done, {failures} failed "
               f"({bar.rate:.1f} images/s)", file=sys.stderr if args.json else sys.stdout)
     return 1 if failures else 0
 
 
-def _draw(record, folder):
+def _picture_name(image_path, used):
+    """``<stem>_cam.png``, or ``<stem>_2_cam.png``, ``_3``... when an earlier image of this run
+    (``x.jpg``, ``sub/x.png``) took the name; ``used`` holds the names taken (lower case,
+    for case-insensitive file systems)."""
+    stem = os.path.splitext(os.path.basename(image_path))[0]
+    name, n = f"{stem}_cam.png", 1
+    while name.lower() in used:
+        n += 1
+        name = f"{stem}_{n}_cam.png"
+    used.add(name.lower())
+    return name
+
+
+def _own_picture(output):
+    """For ``--output DIR``: whether a found file is one of infer's pictures in DIR."""
+    if not output:
+        return None
+    folder = os.path.realpath(output)
+    return lambda path: path.endswith("_cam.png") and os.path.realpath(os.path.dirname(path)) == folder
+
+
+def _draw(record, path):
     import tensorflow as tf
 
     from keras_cam import data, inference, visualize
@@ -279,8 +315,8 @@ def _draw(record, folder):
         image = data.decode_image(tf.constant(f.read())).numpy()
     picture = visualize.label(visualize.overlay(image, inference.box_map(record), record["boxes"]),
                               f"{record['class_name']} {record['score']:.2f}")
-    stem = os.path.splitext(os.path.basename(record["image"]))[0]
-    visualize.write_rgb(os.path.join(folder, f"{stem}_cam.png"), picture)
+    visualize.write_rgb(path, picture)
+    return path
 
 
 # ---------------------------------------------------------------------------- export
@@ -357,8 +393,9 @@ def add_evaluate_arguments(parser):
                         "DIR/<class>/<file> for --boxes; the image folder for --voc (default: its JPEGImages)")
     parser.add_argument("--split", help="only this split: the CSV rows of it, or the VOC image set "
                         "ImageSets/Main/SPLIT.txt")
-    parser.add_argument("--images-list", metavar="FILE", help="exactly these images: lines 'path<TAB>class name', "
-                        "such as train.py's RUN_DIR/val_images.txt; their boxes come from --boxes")
+    parser.add_argument("--images-list", metavar="FILE", help="exactly these images: lines 'path<TAB>class name' "
+                        "(blank and '#' comment lines skipped), such as train.py's RUN_DIR/val_images.txt; their "
+                        "boxes come from --boxes")
     parser.add_argument("--tfds-data-dir", metavar="DIR", help="TFDS data folder (default: TFDS's own)")
     parser.add_argument("--calibrate", action="store_true",
                         help="choose tau on these (validation) images and write a new version of the SavedModel "
@@ -368,8 +405,9 @@ def add_evaluate_arguments(parser):
                              "of all boxes (MaxBoxAccV2's figure at one tau), or loc, GT-known Loc (first box, "
                              "IoU 0.5; MaxBoxAcc's tau) (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
-    parser.add_argument("--plot", metavar="PNG", help="write a plot of BoxAcc against tau for each IoU delta")
-    parser.add_argument("--batch-size", type=int, default=16, help=f"images per model call {d}")
+    parser.add_argument("--plot", metavar="PNG", help="write a plot of BoxAcc against tau for each IoU delta to this "
+                        "file, a name ending in .png (its folder is made if needed; not an existing folder)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help=f"images per model call {d}")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -407,8 +445,12 @@ def _evaluate(args):
         raise UserError("--images-list needs --boxes CSV, where the boxes of the listed images are")
     if args.boxes and not (args.data or args.images_list):
         raise UserError("--boxes needs --data DIR (the images) or --images-list FILE")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1. Received: {args.batch_size}")
+    if args.plot:  # before any work, so a bad name cannot cost the run or hide the calibrated version
+        if os.path.isdir(args.plot):
+            raise UserError(f"--plot {args.plot!r} is a folder; give a file name such as "
+                            f"{os.path.join(args.plot, 'box_acc.png')!r}")
+        if os.path.splitext(args.plot)[1].lower() != ".png":
+            raise UserError(f"--plot {args.plot!r}: the plot is written as PNG; give a file name ending in .png")
     from keras_cam import evaluation, inference
     examples, read_errors, source = _ground_truth(args)
     loaded = inference.load_saved_model(args.saved_model)
@@ -425,7 +467,7 @@ def _evaluate(args):
     report["errors"] = [{"image": p, "error": e} for p, e in read_errors] + report["errors"]
     report["num_failed"] = len(report["errors"])
     for record in report["errors"]:
-        print(f"evaluate: error: {record['image']}: {record['error']}", file=sys.stderr)
+        print(f"{args.prog}: error: {record['image']}: {record['error']}", file=sys.stderr)
     not_calibrated = None
     if args.calibrate:
         try:
@@ -433,16 +475,16 @@ def _evaluate(args):
                 loaded, args.saved_model, report["calibrated_tau"])
         except ValueError as error:  # reported after the figures, which still stand
             not_calibrated = error
-    if args.plot:
-        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
-        evaluation.plot_box_acc(report, args.plot)
     if args.json:
         print(json.dumps(report))
     else:
         print(evaluation.format_report(report, source))
         if "calibrated_saved_model" in report:
             print(f"Calibrated SavedModel (tau {report['calibrated_tau']:.2f}): {report['calibrated_saved_model']}")
-        if args.plot:
+    if args.plot:  # after the report, which stands even if the plot cannot be written
+        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
+        evaluation.plot_box_acc(report, args.plot)
+        if not args.json:
             print(f"Plot: {args.plot}")
     if not_calibrated is not None:
         raise UserError(f"--calibrate: {not_calibrated}")
@@ -487,6 +529,7 @@ def _parser(command, prog):
     parser = argparse.ArgumentParser(prog=prog, description=help_text)
     parser.add_argument("--version", action="version", version=f"keras-cam {__version__}")
     add(parser)
+    parser.set_defaults(prog=prog)  # commands print per-item errors as "prog: error: ..." too
     return parser
 
 

@@ -25,7 +25,6 @@ CVPR 2020):
 import collections
 import concurrent.futures
 import os
-import re
 
 import numpy as np
 
@@ -55,17 +54,12 @@ def model_metadata(loaded):
             "box_extent": float(meta.get("box_extent", 0.0))}
 
 
-def _class_key(name):
-    # Lets CUB folder names ("001.Black_footed_Albatross") match TFDS's
-    # caltech_birds2011 label names ("black_footed_albatross").
-    return re.sub(r"^\d+\.", "", name.strip()).lower()
-
-
 def class_lookup(class_names):
     """Maps annotation class names to the model's class ids.
 
-    A name matches a model class exactly, or else ignoring case, surrounding spaces
-    and a leading ``NNN.`` numbering (CUB's folder names), when that is unambiguous.
+    A name matches a model class exactly, or else by ``annotations.class_key``
+    (ignoring case, surrounding spaces and a leading ``NNN.`` numbering, as in CUB's
+    folder names), when that is unambiguous.
 
     Args:
         class_names: the model's class names.
@@ -74,9 +68,9 @@ def class_lookup(class_names):
         A function ``name -> int class id or None``.
     """
     exact = {n: i for i, n in enumerate(class_names)}
-    keys = collections.Counter(_class_key(n) for n in class_names)
-    loose = {_class_key(n): i for i, n in enumerate(class_names) if keys[_class_key(n)] == 1}
-    return lambda name: exact.get(name, loose.get(_class_key(name)))
+    keys = collections.Counter(annotations.class_key(n) for n in class_names)
+    loose = {annotations.class_key(n): i for i, n in enumerate(class_names) if keys[annotations.class_key(n)] == 1}
+    return lambda name: exact.get(name, loose.get(annotations.class_key(name)))
 
 
 def _with_bytes(examples, workers=4, ahead=64):
@@ -135,7 +129,7 @@ def _score(example, class_id, out, size, accumulator):
     height, width = (int(v) for v in out["image_sizes"])
     frame_height, frame_width = example.frame
     truth = metrics.check_boxes(example.boxes, height=frame_height, width=frame_width,
-                                name="ground-truth boxes", allow_empty=False)
+                                name="ground-truth boxes", allow_empty=False, positive_area=True)
     _check_frame(example.frame, height, width)
     n = int(out["num_boxes"])
     served = box_rule.normalized_to_pixel(out["boxes"][:n], height, width)
@@ -197,6 +191,7 @@ def evaluate_saved_model(loaded, examples, thresholds=None, deltas=metrics.DEFAU
     size = info["image_size"]
     serve = loaded.signatures[SIGNATURE]
     lookup = class_lookup(info["class_names"])
+    known = ", ".join(info["class_names"][:10]) + (", ..." if len(info["class_names"]) > 10 else "")
     accumulator = metrics.BoxAccumulator(thresholds, deltas, box_extent=info["box_extent"])
     rows, errors = [], []
 
@@ -215,8 +210,8 @@ def evaluate_saved_model(loaded, examples, thresholds=None, deltas=metrics.DEFAU
     batch = []
     for example, content, error in _with_bytes(examples):
         class_id = lookup(example.class_name)
-        if error is None and class_id is None:
-            error = f"class {example.class_name!r} is not one of the model's classes"
+        if class_id is None:  # before a read error: the image could not be scored even if it were there
+            error = f"class {example.class_name!r} is not one of the model's classes ({known})"
         if error is not None:
             errors.append({"image": example.image, "error": error})
             continue

@@ -61,6 +61,10 @@ def load_saved_model(path):
 def resolve_version_dir(path):
     """The SavedModel folder a path names: itself, or a base folder's highest version.
 
+    Numbered folders without a ``saved_model.pb`` (empty, or left by a copy that did
+    not finish) are passed over; only when no version holds one is the highest
+    taken, so that loading it names the problem.
+
     Args:
         path: ``saved_models/NAME/1`` or ``saved_models/NAME``.
 
@@ -69,36 +73,41 @@ def resolve_version_dir(path):
     """
     path = os.fspath(path)
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
-        versions = [d for d in os.listdir(path) if d.isdigit()]
+        versions = sorted((d for d in os.listdir(path) if d.isdigit()), key=int)
+        complete = [d for d in versions if os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
         if versions:
-            path = os.path.join(path, max(versions, key=int))
+            path = os.path.join(path, (complete or versions)[-1])
     return path
 
 
-def expand_image_args(items):
+def expand_image_args(items, skip=None):
     """Expands image arguments (files, folders, glob patterns) to a sorted file list.
 
     Folders are searched recursively for image files; hidden files are skipped.
 
     Args:
         items: list of str.
+        skip: optional callable ``path -> bool``: files that a folder or a pattern
+            finds and it accepts are left out (e.g. infer.py's own pictures); a
+            file named as such is always kept.
 
     Returns:
         ``(paths, missing)``: the image paths found and the arguments that matched
         nothing.
     """
     paths, missing = [], []
+    keep = (lambda p: True) if skip is None else (lambda p: not skip(p))
     for item in items:
         if os.path.isdir(item):
             found = []
             for folder, dirs, files in os.walk(item):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found += [os.path.join(folder, f) for f in sorted(files) if data.is_image_file(f)]
-            paths += found
+            paths += filter(keep, found)
         elif os.path.lexists(item):  # a file, or a FIFO or broken link that gets its own error record
             paths.append(item)
         else:
-            matched = sorted(p for p in _glob(item) if not os.path.isdir(p))
+            matched = sorted(p for p in _glob(item) if not os.path.isdir(p) and keep(p))
             if matched:
                 paths += matched
             else:
@@ -274,7 +283,8 @@ def _decode_problem(content):
 
 def to_json_record(record):
     """The JSON-serializable part of a record (everything but the CAM and objectness arrays)."""
-    return {k: display_path(v) if k == "image" else v for k, v in record.items() if k not in ("cam", "objectness")}
+    return {k: display_path(v) if k in ("image", "picture") else v
+            for k, v in record.items() if k not in ("cam", "objectness")}
 
 
 def summary_line(record):

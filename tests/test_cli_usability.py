@@ -3,6 +3,7 @@
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -227,3 +228,87 @@ def test_infer_script_prints_no_tensorflow_log_lines(exported, sample_images, tm
     assert result.returncode == 0, result.stderr
     assert "photo.png:" in result.stdout and "1 of 1 images done" in result.stdout
     assert result.stderr == ""  # no oneDNN / absl / cpu_feature_guard lines, no Python warnings
+
+
+# --- counts given on the command line ----------------------------------------------------
+
+@pytest.mark.parametrize("command, value, shown", [
+    ("infer", "0", "0"), ("infer", "-3", "-3"), ("evaluate", "0", "0"), ("evaluate", "x", "'x'")])
+def test_batch_size_must_be_a_positive_integer(command, value, shown, capsys):
+    required = {"infer": ["--image", "a.png"], "evaluate": ["--tfds", "cars196"]}[command]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--saved_model", "m", *required, "--batch-size", value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"keras-cam {command}: error: argument --batch-size: must be a positive integer, got {shown}" in err
+    assert "Traceback" not in err
+
+
+def test_positive_int_is_an_argparse_type():
+    assert cli.positive_int("7") == 7
+    for text in ("0", "-1", "2.5", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="must be a positive integer"):
+            cli.positive_int(text)
+
+
+# --- per-item errors and the summary line -------------------------------------------------
+
+@pytest.mark.parametrize("prog", ["infer.py", "keras-cam infer"])
+def test_infer_counts_a_missing_path_and_prints_the_real_prog(exported, sample_images, tmp_path, prog, capsys):
+    cv2.imwrite(str(tmp_path / "ok.png"), sample_images[0][..., ::-1])
+    (tmp_path / "bad.png").write_text("not an image")
+    code = cli.command_main("infer", ["--saved_model", exported, "--image", str(tmp_path / "nope.jpg"),
+                                      "--image", str(tmp_path / "ok.png"), "--image", str(tmp_path / "bad.png")],
+                            prog=prog)
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "1 of 3 images done, 2 failed" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"{prog}: error: ") for line in lines), lines
+    assert "nope.jpg" in lines[0] and "bad.png" in lines[1]
+
+
+# --- --output pictures ----------------------------------------------------------------------
+
+def test_infer_output_names_are_unique_and_its_pictures_are_not_inputs(exported, sample_images, tmp_path, capsys):
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    for name, image in zip(("x.png", "x.jpg", "sub/x.png", "X.bmp"), sample_images):
+        cv2.imwrite(str(images / name), image[..., ::-1])
+    argv = ["infer", "--saved_model", exported, "--image", str(images), "--output", str(images), "--json"]
+    assert cli.main(argv) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # Sorted walk: X.bmp, x.jpg, x.png, then sub/x.png; the names ignore case (macOS, Windows).
+    assert [(os.path.relpath(r["image"], images), os.path.basename(r["picture"])) for r in records] == [
+        ("X.bmp", "X_cam.png"), ("x.jpg", "x_2_cam.png"), ("x.png", "x_3_cam.png"), ("sub/x.png", "x_4_cam.png")]
+    assert all(cv2.imread(r["picture"]) is not None for r in records)
+    # The second run over the same folder does not take the first run's pictures as images.
+    assert cli.main(argv) == 0
+    again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["picture"] for r in again] == [r["picture"] for r in records]
+    # ... nor through a pattern; a picture named on its own is still an image.
+    assert cli.main([*argv[:3], "--image", str(images / "*.png"), "--image", records[0]["picture"],
+                     "--output", str(images), "--json"]) == 0
+    named = [os.path.basename(json.loads(line)["image"]) for line in capsys.readouterr().out.splitlines()]
+    assert named == ["x.png", "X_cam.png"]
+
+
+# --- model base folders ----------------------------------------------------------------------
+
+def test_an_empty_version_folder_does_not_hide_the_complete_one(exported, sample_images, tmp_path, capsys):
+    import shutil
+
+    from keras_cam import inference
+    base = tmp_path / "m"
+    shutil.copytree(exported, base / "1")
+    (base / "12").mkdir()  # empty, e.g. a copy that never finished
+    (base / "7").mkdir()
+    assert inference.resolve_version_dir(str(base)) == str(base / "1")
+    cv2.imwrite(str(tmp_path / "photo.png"), sample_images[0][..., ::-1])
+    assert cli.main(["infer", "--saved_model", str(base), "--image", str(tmp_path / "photo.png")]) == 0
+    assert "1 of 1 images done" in capsys.readouterr().out
+    # With no complete version the highest is taken, so the error names it.
+    shutil.rmtree(base / "1")
+    assert inference.resolve_version_dir(str(base)) == str(base / "12")
+    assert cli.main(["infer", "--saved_model", str(base), "--image", str(tmp_path / "photo.png")]) == 2
+    assert f"Not a SavedModel (no saved_model.pb): '{base / '12'}'" in capsys.readouterr().err

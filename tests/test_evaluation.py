@@ -134,6 +134,10 @@ def test_voc_folder_class_rule_difficult_and_one_based_corners(tmp_path):
     assert [os.path.basename(r.image) for r in records] == ["a.jpg"]
     assert sorted(os.path.basename(p) for p, _ in errors) == ["c.xml", "d.xml"]
     assert "below 1" in {os.path.basename(p): e for p, e in errors}["d.xml"]
+    for path, reason in errors:  # the CLI prints "path: reason": the path once
+        assert reason.startswith("not a valid VOC annotation (") and path not in reason
+    with pytest.raises(ValueError, match=r"c\.xml: not a valid VOC annotation \("):  # on its own it names the file
+        annotations.read_voc_xml(str(voc / "Annotations" / "c.xml"))
     (a,) = records
     assert a.class_name == "dog" and a.frame == (64, 64)
     assert a.image == os.path.join(str(voc), "JPEGImages", "a.jpg")
@@ -145,6 +149,9 @@ def test_voc_folder_class_rule_difficult_and_one_based_corners(tmp_path):
         ("cat", [[4, 4, 40, 40]]), ("cat", [[0, 0, 64, 64]])]
     with pytest.raises(FileNotFoundError, match="image set 'test'"):
         annotations.voc_image_boxes(str(voc), split="test")
+    (voc / "ImageSets" / "Main" / "gone.txt").write_text("a\nzz\n")
+    _, errors = annotations.voc_image_boxes(str(voc), split="gone")
+    assert errors == [(str(voc / "Annotations" / "zz.xml"), "cannot read file (No such file or directory)")]
 
 
 def test_image_class_takes_the_largest_object_first_on_ties():
@@ -197,7 +204,24 @@ def test_csv_rows_find_images_with_or_without_the_split_folder(tmp_path):
         annotations.csv_image_boxes(path, str(tmp_path), split="train")
 
 
-def test_images_list_matches_split_from_the_folder(tmp_path):
+def test_boxes_csv_from_excel_byte_order_mark_and_semicolons(tmp_path):
+    rows = [",".join(annotations.BOX_COLUMNS), "val,disk,x.png,8,8,0,0,4,4"]
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\r\n")
+    truth = annotations.read_boxes_csv(str(tmp_path / "bom.csv"))
+    assert list(truth) == [("val", "disk", "x.png")]
+    assert truth["val", "disk", "x.png"]["boxes"].tolist() == [[0, 0, 4, 4]]
+    (tmp_path / "semi.csv").write_text("\n".join(r.replace(",", ";") for r in rows) + "\n")
+    with pytest.raises(ValueError, match="semi.csv: the header looks semicolon-separated .*; expected commas: split,"):
+        annotations.read_boxes_csv(str(tmp_path / "semi.csv"))
+    (tmp_path / "latin1.csv").write_bytes(("\n".join(rows) + "\nval,dïsk,y.png,8,8,0,0,4,4\n").encode("latin-1"))
+    with pytest.raises(ValueError, match="latin1.csv: not UTF-8 text"):
+        annotations.read_boxes_csv(str(tmp_path / "latin1.csv"))
+
+
+def test_images_list_matches_split_from_the_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the listed paths are relative
+    (tmp_path / "data" / "train" / "a").mkdir(parents=True)
+    (tmp_path / "data" / "train" / "a" / "w.png").write_bytes(b"1")  # there, but without a box
     truth = annotations.read_boxes_csv(_write_csv(tmp_path / "b.csv", [
         ("train", "a", "x.png", 8, 8, 0, 0, 4, 4), ("test", "a", "x.png", 8, 8, 1, 1, 5, 5),
         ("train", "a", "y.png", 8, 8, 2, 2, 6, 6)]))
@@ -211,9 +235,29 @@ def test_images_list_matches_split_from_the_folder(tmp_path):
     assert "several splits ['test', 'train']" in errors[0][1] and "no box" in errors[1][1]
     records, errors = annotations.images_list_boxes(entries, truth, split="test")
     assert [r.boxes.tolist() for r in records] == [[[1, 1, 5, 5]], [[1, 1, 5, 5]]] and len(errors) == 2
-    (tmp_path / "bad.txt").write_text("no tab here\n")
-    with pytest.raises(ValueError, match="bad.txt:1: expected"):
+    (tmp_path / "bad.txt").write_text("# a comment\nno tab here\n")
+    with pytest.raises(ValueError, match="bad.txt:2: expected"):
         annotations.read_images_list(str(tmp_path / "bad.txt"))
+
+
+def test_images_list_comments_case_and_missing_files(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"1")
+    (tmp_path / "list.txt").write_text(f"# made by hand\n\n  # indented comment\n{tmp_path / 'a.png'}\tDISK\r\n"
+                                       f"\t\n{tmp_path / 'nope.png'}\tdisk\n")
+    entries = annotations.read_images_list(str(tmp_path / "list.txt"))
+    assert entries == [(str(tmp_path / "a.png"), "DISK"), (str(tmp_path / "nope.png"), "disk")]
+    truth = annotations.read_boxes_csv(_write_csv(tmp_path / "b.csv", [("val", "disk", "a.png", 8, 8, 0, 0, 4, 4)]))
+    records, errors = annotations.images_list_boxes(entries, truth)
+    # DISK matches the CSV's disk, as class names match the model's: ignoring case.
+    assert [(r.class_name, r.boxes.tolist()) for r in records] == [("DISK", [[0, 0, 4, 4]])]
+    assert errors == [(str(tmp_path / "nope.png"), "cannot read file (No such file or directory)")]
+    # An exact spelling wins; two that differ only in case are ambiguous, not a guess.
+    both = annotations.read_boxes_csv(_write_csv(tmp_path / "c.csv", [("val", "disk", "a.png", 8, 8, 0, 0, 4, 4),
+                                                                       ("val", "Disk", "a.png", 8, 8, 1, 1, 4, 4)]))
+    records, _ = annotations.images_list_boxes([(str(tmp_path / "a.png"), "Disk")], both)
+    assert records[0].boxes.tolist() == [[1, 1, 4, 4]]
+    _, errors = annotations.images_list_boxes([(str(tmp_path / "a.png"), "DISK")], both)
+    assert "matches several classes of the boxes CSV ['Disk', 'disk']" in errors[0][1]
 
 
 # ----------------------------------------------------------------------------- the signature
@@ -319,21 +363,30 @@ def test_bad_images_are_reported_and_skipped(loaded, images, tmp_path):
     shutil.copytree(images["root"] / "val", data / "val")
     some_class = rows[0][1]
     (data / "val" / some_class / "fake.png").write_text("<html>not an image</html>")
-    shutil.copy(images["paths"][0], data / "val" / some_class / "wide.png")
+    for name in ("wide.png", "flat.png", "swapped.png"):
+        shutil.copy(images["paths"][0], data / "val" / some_class / name)
     (data / "val" / "zebra").mkdir()
     shutil.copy(images["paths"][0], data / "val" / "zebra")
     rows += [("val", some_class, "fake.png", 64, 64, 0, 0, 8, 8),
              ("val", some_class, "missing.png", 64, 64, 0, 0, 8, 8),
              ("val", "zebra", rows[0][2], 64, 64, 0, 0, 8, 8),
-             ("val", some_class, "wide.png", 32, 64, 0, 0, 8, 8)]   # annotated as 32 wide: another aspect
+             ("val", "zebra", "ghost.png", 64, 64, 0, 0, 8, 8),   # no file either: the class is named
+             ("val", some_class, "wide.png", 32, 64, 0, 0, 8, 8),   # annotated as 32 wide: another aspect
+             ("val", some_class, "flat.png", 64, 64, 5, 0, 5, 8),    # zero area, refused like swapped corners
+             ("val", some_class, "swapped.png", 64, 64, 8, 0, 5, 8)]
     records = annotations.csv_image_boxes(_write_csv(tmp_path / "b.csv", rows), str(data))
     report = evaluation.evaluate_saved_model(loaded, records, batch_size=3)
-    assert report["num_images"] == 6 and report["num_failed"] == 4
+    assert report["num_images"] == 6 and report["num_failed"] == 7
     errors = {os.path.basename(e["image"]) + ":" + e["error"][:30] for e in report["errors"]}
     assert any(e.startswith("fake.png:not a readable image") for e in errors)
     assert any(e.startswith("missing.png:cannot read file") for e in errors)
-    assert "class 'zebra' is not one of the model's classes" in str(report["errors"])
+    assert "class 'zebra' is not one of the model's classes (disk, square, triangle)" in str(report["errors"])
+    assert any(e.startswith("ghost.png:class 'zebra' is not") for e in errors)
     assert "the boxes are for a 32x64 image but the image is 64x64" in str(report["errors"])
+    by_file = {os.path.basename(e["image"]): e["error"] for e in report["errors"]}
+    assert by_file["flat.png"] == ("ground-truth boxes[0] has no area (xmin == xmax or ymin == ymax). "
+                                   "Received: [5.0, 0.0, 5.0, 8.0]")
+    assert by_file["swapped.png"].startswith("ground-truth boxes[0] needs xmin <= xmax")
 
 
 def test_an_export_without_localize_classes_is_refused(loaded):
@@ -448,7 +501,7 @@ def test_cli_table_and_exit_status(exported, images, tmp_path, capsys):
     assert code == 1
     assert "6 images of" in out and "(1 failed, not counted)" in out
     missing = images["root"] / "val" / "disk" / "missing.png"
-    assert err.strip().splitlines() == [f"evaluate: error: {missing}: cannot read file (No such file or directory)"]
+    assert err.strip().splitlines() == [f"evaluate.py: error: {missing}: cannot read file (No such file or directory)"]
 
 
 def test_cli_tfds_mock_end_to_end(exported, tmp_path, capsys):
@@ -482,13 +535,27 @@ def test_cli_tfds_mock_end_to_end(exported, tmp_path, capsys):
     (["--saved_model", "EXPORTED", "--voc", "/nonexistent/voc"], "--voc '/nonexistent/voc': folder not found"),
     (["--saved_model", "EXPORTED", "--tfds", "no_such_dataset_xyz"], "Unknown TFDS dataset 'no_such_dataset_xyz'"),
     (["--saved_model", "EXPORTED", "--boxes", "CSV", "--data", "DATA", "--split", "nope"], "no rows with split 'nope'"),
+    (["--saved_model", "/nonexistent/model", "--boxes", "CSV", "--data", "DATA", "--plot", "TMP"],
+     "is a folder; give a file name such as"),
+    (["--saved_model", "/nonexistent/model", "--boxes", "CSV", "--data", "DATA", "--plot", "p.jpg"],
+     "--plot 'p.jpg': the plot is written as PNG; give a file name ending in .png"),
 ])
 def test_cli_user_mistakes_are_one_line(exported, images, tmp_path, capsys, argv, message):
     csv_path = _truth_csv(images, tmp_path / "boxes.csv", _own_boxes(images, TAU))
-    swap = {"EXPORTED": exported, "CSV": csv_path, "DATA": str(images["root"])}
+    swap = {"EXPORTED": exported, "CSV": csv_path, "DATA": str(images["root"]), "TMP": str(tmp_path)}
     code, _, err = _run_cli(capsys, *[swap.get(a, a) for a in argv])
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_cli_plot_into_a_folder_is_refused_before_calibrating(exported, images, tmp_path, capsys):
+    csv_path = _truth_csv(images, tmp_path / "boxes.csv", _own_boxes(images, TAU))
+    base = _copy_model(exported, tmp_path / "m")
+    (tmp_path / "plots").mkdir()
+    code, out, err = _run_cli(capsys, "--saved_model", base, "--data", images["root"], "--boxes", csv_path,
+                              "--calibrate", "--plot", tmp_path / "plots")
+    assert code == 2 and out == "" and "is a folder" in err and "Traceback" not in err
+    assert os.listdir(base) == ["1"] and os.listdir(tmp_path / "plots") == []
 
 
 def test_cli_refuses_to_calibrate_when_nothing_localizes(exported, images, tmp_path, capsys):
