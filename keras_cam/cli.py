@@ -75,12 +75,12 @@ def add_train_arguments(parser):
     parser.add_argument("--weights", default="imagenet",
                         help=f"'imagenet' (downloaded by Keras), 'none' (random init) or PATH to a weights file {d}")
     parser.add_argument("--image-size", type=int, default=224, help=f"square input side in pixels {d}")
-    parser.add_argument("--epochs", type=int, default=12, help=f"{d}")
-    parser.add_argument("--batch-size", type=int, default=32, help=f"{d}")
+    parser.add_argument("--epochs", type=positive_int, default=12, help=f"{d}")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help=f"{d}")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help=f"Adam learning rate {d}")
     parser.add_argument("--val-split", type=float, default=0.2,
                         help=f"fraction of each class held out for validation, unless DATA/val exists {d}")
-    parser.add_argument("--checkpoint-every", type=int, default=4, help=f"save a checkpoint every N epochs {d}")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=4, help=f"save a checkpoint every N epochs {d}")
     parser.add_argument("--train-layers", default="all", choices=["all", "head", "last_stage"],
                         help=f"which layers learn {d}")
     parser.add_argument("--tau", type=float, default=0.2,
@@ -495,7 +495,7 @@ def _evaluate(args):
 
 def add_demo_arguments(parser):
     parser.add_argument("--out", default="demo_output", help="work folder (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=12, help="training epochs (default: %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, default=12, help="training epochs (default: %(default)s)")
     parser.add_argument("--train-per-class", type=int, default=500,
                         help="generated training images per class, 20%% for validation (default: %(default)s)")
     parser.add_argument("--test-per-class", type=int, default=50,
@@ -537,7 +537,6 @@ def command_main(command, argv=None, prog=None):
     """Runs one command (e.g. ``train``, ``infer``, ``export``) with its own flags."""
     prog = prog or f"keras-cam {command}"
     args = _parser(command, prog).parse_args(argv)
-    args.prog = prog
     return _run(COMMANDS[command][1], args, prog)
 
 

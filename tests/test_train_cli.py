@@ -26,10 +26,21 @@ def _train(argv, tmp_path):
                                       "--saved-models-dir", str(tmp_path / "saved")], prog="train.py")
 
 
+@pytest.mark.parametrize("flag", ["--epochs", "--batch-size", "--checkpoint-every"])
+def test_counts_must_be_positive_at_parse_time(flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.command_main("train", ["--data", "x", "--classes", "3", flag, "0"], prog="train.py")
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_the_library_refuses_the_same_counts():
+    config = training.TrainConfig(data="x", classes=3, epochs=0)
+    with pytest.raises(ValueError, match=r"^--epochs must be a positive integer. Received: 0$"):
+        training.check_config(config)
+
+
 @pytest.mark.parametrize("flags, message", [
-    (["--epochs", "0"], "--epochs must be a positive integer. Received: 0"),
-    (["--batch-size", "0"], "--batch-size must be a positive integer. Received: 0"),
-    (["--checkpoint-every", "0"], "--checkpoint-every must be a positive integer. Received: 0"),
     (["--learning-rate", "-1"], "--learning-rate must be a number >= 0. Received: -1.0"),
     (["--learning-rate", "nan"], "--learning-rate must be a number >= 0. Received: nan"),
 ])
