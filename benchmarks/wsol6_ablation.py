@@ -39,7 +39,7 @@ from wsol6 import centre_box, summarize  # noqa: E402
 SIZE = 224
 TAUS = np.round(np.arange(0.0, 0.95, 0.01), 2)
 RECIPE_EXTENT = 1.5
-SQRT3_EXTENT = 1.73  # train.py --box-extent in the recipe since session 5
+SQRT3_EXTENT = 1.73  # a candidate tried in session 5; the recipe keeps RECIPE_EXTENT
 # Feature caches: name -> (input size, feature_stride, layer or None for the features, flipped)
 CACHES = {
     "s32": (224, None, None, False), "s16": (224, 16, None, False), "s16_flip": (224, 16, None, True),

@@ -200,13 +200,14 @@ def images_list_boxes(entries, truth, split=None):
     records, errors = [], []
     for path, name in entries:
         filename = os.path.basename(path)
-        rows = by_file.get(filename, [])
-        keys = [k for k in rows if k[1] == name] or [k for k in rows if class_key(k[1]) == class_key(name)]
+        rows = [k for k in by_file.get(filename, []) if class_key(k[1]) == class_key(name)]
         folder_split = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+        # The split first, then the exact class spelling over a looser match.
         if split is not None:
-            chosen = [k for k in keys if k[0] == split]
+            rows = [k for k in rows if k[0] == split]
         else:
-            chosen = [k for k in keys if k[0] == folder_split] or keys
+            rows = [k for k in rows if k[0] == folder_split] or rows
+        chosen = [k for k in rows if k[1] == name] or rows
         where = f"class {name!r}, file {filename!r}"
         if not chosen:
             if not os.path.lexists(path):  # the likelier mistake, and boxes would not help

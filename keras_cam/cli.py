@@ -127,10 +127,14 @@ def add_precision_argument(parser):
                              "(default: %(default)s)")
 
 
-# Flags a resumed run takes from its config.json; given with --resume they are ignored.
-_RUN_FLAGS = ("data", "classes", "backbone", "weights", "image_size", "batch_size", "learning_rate", "val_split",
-              "checkpoint_every", "train_layers", "tau", "feature_stride", "objectness_layers", "box_extent",
-              "seed", "strict", "precision")
+# What --resume may change in a run; every other run setting comes from its config.json.
+_RESUME_FLAGS = ("epochs", "saved_models_dir")
+
+
+def _run_settings(training):
+    """The train.py flags that are ``TrainConfig`` fields (the run's settings)."""
+    import dataclasses
+    return [f.name for f in dataclasses.fields(training.TrainConfig)]
 
 
 def _resumed_config(args, training):
@@ -140,14 +144,22 @@ def _resumed_config(args, training):
         raise UserError(f"--resume {run_dir!r}: not a run folder (no config.json)")
     with open(config_path) as f:
         config = training.TrainConfig.from_json(f.read())
-    defaults = vars(_parser("train", "train").parse_args([]))
-    ignored = [name for name in _RUN_FLAGS if getattr(args, name) != defaults[name]]
+    if not os.path.isabs(config.data) and not os.path.isdir(config.data):
+        raise UserError(f"--resume {run_dir!r}: its config.json names the data folder {config.data!r}, a path "
+                        f"relative to where the run was started (older keras-cam runs stored it so); "
+                        f"resume from that directory")
+    ignored = [n for n in _run_settings(training) if n in args.given and n not in _RESUME_FLAGS]
+    ignored += [n for n in ("experiments_dir",) if n in args.given]
     if ignored:
         print(f"note: with --resume the run's own settings hold; ignored: "
               f"{', '.join('--' + n.replace('_', '-') for n in ignored)}", file=sys.stderr)
-    if args.epochs != defaults["epochs"]:
-        config.epochs = args.epochs  # train a finished or interrupted run for longer (or shorter)
-    if args.saved_models_dir != defaults["saved_models_dir"] or not config.saved_models_dir:
+    if "epochs" in args.given:
+        done = (training.read_resume_state(run_dir) or {"epoch": 0})["epoch"]
+        if args.epochs < done:
+            raise UserError(f"--epochs {args.epochs}: {run_dir} has trained {done} epochs already; "
+                            f"give --epochs {done} or more")
+        config.epochs = args.epochs  # train a finished or interrupted run for longer
+    if "saved_models_dir" in args.given or not config.saved_models_dir:
         config.saved_models_dir = os.path.abspath(args.saved_models_dir)
     return run_dir, config
 
@@ -157,15 +169,9 @@ def _new_config(args, training):
         raise UserError("--data and --classes are required (or --resume RUN_DIR)")
     if not os.path.isdir(args.data):
         raise UserError(f"--data {args.data!r}: folder not found")
+    config = training.TrainConfig(**{name: getattr(args, name) for name in _run_settings(training)})
     # Absolute paths: the run folder (config.json, val_images.txt) works from any directory.
-    config = training.TrainConfig(
-        data=os.path.abspath(args.data), classes=args.classes, backbone=args.backbone, weights=args.weights,
-        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, val_split=args.val_split,
-        checkpoint_every=args.checkpoint_every, train_layers=args.train_layers, seed=args.seed,
-        strict=args.strict, tau=args.tau, precision=args.precision, feature_stride=args.feature_stride,
-        objectness_layers=args.objectness_layers, box_extent=args.box_extent,
-        saved_models_dir=os.path.abspath(args.saved_models_dir))
+    config.data, config.saved_models_dir = os.path.abspath(args.data), os.path.abspath(args.saved_models_dir)
     training.check_config(config)
     return config
 
@@ -181,8 +187,20 @@ def _remove_unstarted_run(run_dir):
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
+EXPORT_RECORD = "export.json"  # in the run folder: the epochs and the version train.py last exported
+
+
+def _read_export_record(run_dir):
+    try:
+        with open(os.path.join(run_dir, EXPORT_RECORD)) as f:
+            record = json.load(f)
+        return record if isinstance(record, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
 def _train(args):
-    from keras_cam import export, training
+    from keras_cam import export, storage, training
     from keras_cam.storage import WriteError
     if args.resume:
         run_dir, config = _resumed_config(args, training)
@@ -194,12 +212,12 @@ def _train(args):
     name = os.path.basename(os.path.normpath(run_dir))
     base = os.path.join(config.saved_models_dir, name)
     state = training.read_resume_state(run_dir) if args.resume else None
-    exported = sorted((int(d) for d in (os.listdir(base) if os.path.isdir(base) else [])
-                       if d.isdigit() and os.path.exists(os.path.join(base, d, "saved_model.pb"))))
-    if state and state["epoch"] >= config.epochs and exported:
+    previous = _read_export_record(run_dir)
+    if (state and state["epoch"] >= config.epochs and previous and previous.get("epoch") == state["epoch"]
+            and os.path.isfile(os.path.join(str(previous.get("version")), "saved_model.pb"))):
         # Nothing to do: exporting again would only add an identical version for TF Serving to load.
-        print(f"{run_dir} has finished its {config.epochs} epochs; its SavedModel: "
-              f"{os.path.join(base, str(exported[-1]))} (give --epochs N to train it longer)")
+        print(f"{run_dir} has finished its {config.epochs} epochs; its SavedModel: {previous['version']} "
+              f"(give --epochs N to train it longer)")
         return 0
     # Progress bars on a terminal; one line per epoch into a pipe or a log file.
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
@@ -209,6 +227,8 @@ def _train(args):
     except KeyboardInterrupt:
         print(f"{args.prog}: interrupted; continue with: {args.prog} --resume {run_dir}", file=sys.stderr)
         return 130
+    except WriteError:
+        raise  # its message says how to resume: the run folder stays
     except _user_errors():
         if not args.resume:
             _remove_unstarted_run(run_dir)
@@ -223,6 +243,8 @@ def _train(args):
     except WriteError as error:
         raise WriteError(f"{error} The trained model is safe in {run_dir}; export it later with "
                          f"`keras-cam export {run_dir}`.", error.errno) from error
+    storage.write_text(os.path.join(run_dir, EXPORT_RECORD), json.dumps(
+        {"epoch": (training.read_resume_state(run_dir) or {"epoch": 0})["epoch"], "version": os.path.abspath(target)}))
     print(training.summary_line(result, run_dir))
     fit = result["objectness_fit"]
     if fit:
@@ -533,10 +555,23 @@ def _parser(command, prog):
     return parser
 
 
+def _typed_flags(parser, args, argv):
+    """The destinations of the flags given on the command line, not just equal to their
+    defaults. argparse fills in a default only where the namespace has no value yet, so
+    parsing again into a namespace pre-filled with a marker leaves the marker wherever
+    a flag was not given. (No ``append`` flags: they would append to the marker.)"""
+    unset = object()
+    probe = argparse.Namespace(**{name: unset for name in vars(args)})
+    parser.parse_args(argv, namespace=probe)
+    return {name for name, value in vars(probe).items() if value is not unset}
+
+
 def command_main(command, argv=None, prog=None):
     """Runs one command (e.g. ``train``, ``infer``, ``export``) with its own flags."""
     prog = prog or f"keras-cam {command}"
-    args = _parser(command, prog).parse_args(argv)
+    parser = _parser(command, prog)
+    args = parser.parse_args(argv)
+    args.given = _typed_flags(parser, args, argv) if command == "train" else set()
     return _run(COMMANDS[command][1], args, prog)
 
 

@@ -360,8 +360,14 @@ def scan_folder(root, class_names=None):
         raise FileNotFoundError(f"Data folder not found: {root!r}")
     # Class names are the folder names, made printable: a name that is not valid UTF-8
     # keeps its bad bytes as \xNN escapes (it becomes a label, a TF string and a caption).
-    folders = {readable_name(d): d for d in sorted(os.listdir(root))
-               if not d.startswith(".") and os.path.isdir(os.path.join(root, d))}
+    folders = {}
+    for d in sorted(os.listdir(root)):
+        if not d.startswith(".") and os.path.isdir(os.path.join(root, d)):
+            if readable_name(d) in folders:
+                raise ValueError(f"Class folders {os.path.join(root, folders[readable_name(d)])!r} and "
+                                 f"{os.path.join(root, d)!r} have the same printable name "
+                                 f"{readable_name(d)!r}: rename one.")
+            folders[readable_name(d)] = d
     if class_names is None:
         class_names = sorted(folders)
     if not class_names:

@@ -129,7 +129,14 @@ def _score(example, class_id, out, size, accumulator):
     height, width = (int(v) for v in out["image_sizes"])
     frame_height, frame_width = example.frame
     truth = metrics.check_boxes(example.boxes, height=frame_height, width=frame_width,
-                                name="ground-truth boxes", allow_empty=False, positive_area=True)
+                                name="ground-truth boxes", allow_empty=False)
+    # A true box with no area can never be matched: it is left out, and an image with
+    # nothing else fails (TFDS VOC turns a one-pixel-wide XML box into such a box).
+    has_area = (truth[:, 2] > truth[:, 0]) & (truth[:, 3] > truth[:, 1])
+    if not has_area.any():
+        raise ValueError(f"every ground-truth box has no area (xmin == xmax or ymin == ymax). "
+                         f"Received: {truth.tolist()}")
+    truth = truth[has_area]
     _check_frame(example.frame, height, width)
     n = int(out["num_boxes"])
     served = box_rule.normalized_to_pixel(out["boxes"][:n], height, width)

@@ -132,8 +132,7 @@ class CamServingModule(tf.Module):
 
 def next_version_dir(model_base_path):
     """The next integer version folder under a model base path (1 when empty)."""
-    versions = [int(d) for d in os.listdir(model_base_path) if d.isdigit()] if os.path.isdir(model_base_path) else []
-    return os.path.join(model_base_path, str(max(versions, default=0) + 1))
+    return os.path.join(model_base_path, str(max(storage.version_numbers(model_base_path), default=0) + 1))
 
 
 def export_saved_model(cam_model, class_names, export_dir, tau=box_rule.DEFAULT_TAU,

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from keras_cam import boxes as box_rule
 from keras_cam import cam as cam_ops
-from keras_cam import data
+from keras_cam import data, storage
 
 
 class NotASavedModelError(ValueError):
@@ -73,10 +73,9 @@ def resolve_version_dir(path):
     """
     path = os.fspath(path)
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
-        versions = sorted((d for d in os.listdir(path) if d.isdigit()), key=int)
-        complete = [d for d in versions if os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
+        versions = storage.version_numbers(path, complete=True) or storage.version_numbers(path)
         if versions:
-            path = os.path.join(path, (complete or versions)[-1])
+            path = os.path.join(path, str(versions[-1]))
     return path
 
 
@@ -107,10 +106,9 @@ def expand_image_args(items, skip=None):
         elif os.path.lexists(item):  # a file, or a FIFO or broken link that gets its own error record
             paths.append(item)
         else:
-            matched = sorted(p for p in _glob(item) if not os.path.isdir(p) and keep(p))
-            if matched:
-                paths += matched
-            else:
+            matched = sorted(p for p in _glob(item) if not os.path.isdir(p))
+            paths += filter(keep, matched)
+            if not matched:  # a pattern that found only skipped files is not a mistake
                 missing.append(item)
     return paths, missing
 

@@ -109,7 +109,7 @@ def _check_deltas(deltas):
     return tuple(float(x) for x in d)
 
 
-def check_boxes(boxes, height=None, width=None, name="boxes", allow_empty=True, positive_area=False):
+def check_boxes(boxes, height=None, width=None, name="boxes", allow_empty=True):
     """Validates an array of half-open pixel boxes.
 
     Args:
@@ -118,16 +118,14 @@ def check_boxes(boxes, height=None, width=None, name="boxes", allow_empty=True, 
         width: optional frame width; boxes must satisfy ``xmax <= width``.
         name: what to call the boxes in error messages.
         allow_empty: whether N = 0 is acceptable.
-        positive_area: require ``xmin < xmax`` and ``ymin < ymax`` (true boxes:
-            a zero-area box can never be matched); otherwise equality is allowed.
 
     Returns:
         float64 (N, 4) copy of the boxes.
 
     Raises:
         ValueError: for a wrong shape, a non-finite value, ``xmin > xmax`` or
-            ``ymin > ymax``, a negative coordinate, a zero-area box (with
-            ``positive_area``), or a box outside the frame; the message names the
+            ``ymin > ymax``, a negative coordinate, or a box outside the frame
+            (zero-area boxes are valid); the message names the
             first offending box.
     """
     b = np.asarray(boxes)
@@ -144,8 +142,6 @@ def check_boxes(boxes, height=None, width=None, name="boxes", allow_empty=True, 
         (b[:, 1] > b[:, 3], "needs ymin <= ymax"),
         ((b < 0).any(axis=1), "needs non-negative coordinates"),
     )
-    if positive_area:
-        checks += (((b[:, 0] == b[:, 2]) | (b[:, 1] == b[:, 3]), "has no area (xmin == xmax or ymin == ymax)"),)
     if width is not None:
         checks += ((b[:, 2] > width, f"must lie inside the frame width {width} (xmax <= {width})"),)
     if height is not None:

@@ -126,3 +126,20 @@ def remove_temporaries(folder):
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 os.remove(path)
+
+
+def version_numbers(base, complete=False):
+    """The integer version folders of a model base path (TF Serving's layout), ascending.
+
+    Args:
+        base: ``saved_models/NAME``; a missing folder has no versions.
+        complete: only versions holding a ``saved_model.pb``.
+
+    Returns:
+        list of int.
+    """
+    if not os.path.isdir(base):
+        return []
+    return sorted(int(d) for d in os.listdir(base)
+                  if d.isascii() and d.isdigit()
+                  and (not complete or os.path.isfile(os.path.join(base, d, "saved_model.pb"))))

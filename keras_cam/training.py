@@ -98,6 +98,21 @@ class DivergedError(ValueError):
     """The training loss became NaN or infinite."""
 
 
+class _NanGuard(keras.callbacks.TerminateOnNaN):
+    """Keras' TerminateOnNaN, raising, and remembering that it was the one that raised."""
+
+    def __init__(self):
+        super().__init__(raise_error=True)
+        self.tripped = False
+
+    def on_batch_end(self, batch, logs=None):
+        try:
+            super().on_batch_end(batch, logs)
+        except RuntimeError:
+            self.tripped = True
+            raise
+
+
 def make_run_dir(experiments_dir, now=None):
     """Creates a new, unique run folder ``experiment_YYYY-MM-DD_HH_MM[_N]``.
 
@@ -352,8 +367,9 @@ def train(config, run_dir, verbose=1, log=None):
     """
     check_config(config)
     precision.check_precision(config.precision)
-    storage.write_text(os.path.join(run_dir, "config.json"), config.to_json())
     train_set, val_set, skipped = prepare_data(config, run_dir)
+    # After the data checks: a resume that fails on them leaves the run's settings as they were.
+    storage.write_text(os.path.join(run_dir, "config.json"), config.to_json())
     backup, checkpoints = os.path.join(run_dir, "backup"), os.path.join(run_dir, "checkpoints")
     for folder in (backup, checkpoints):
         os.makedirs(folder, exist_ok=True)
@@ -385,10 +401,11 @@ def train(config, run_dir, verbose=1, log=None):
                                  training=True, seed=config.seed, epochs=range(initial_epoch, config.epochs))
     val_ds = (data.make_dataset(val_set.paths, val_set.labels, config.image_size, config.batch_size,
                                 training=False) if val_set.paths else None)
+    # A diverged run stops at the first NaN or infinite loss, before that epoch is
+    # logged, checkpointed or committed.
+    nan_guard = _NanGuard()
     callbacks = [
-        # A diverged run stops at the first NaN or infinite loss, before that epoch is
-        # logged, checkpointed or committed.
-        keras.callbacks.TerminateOnNaN(raise_error=True),
+        nan_guard,
         CheckpointCallback(cam_model, checkpoints, config.checkpoint_every, read_best(checkpoints)[0]),
         keras.callbacks.CSVLogger(log_path, append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
@@ -408,16 +425,13 @@ def train(config, run_dir, verbose=1, log=None):
             raise storage.WriteError(f"{error} Fix that (e.g. free some space), then continue with "
                                      f"--resume {run_dir}", error.errno) from error
         except RuntimeError as error:
-            if "NaN" not in str(error) and "Inf" not in str(error):
+            if not nan_guard.tripped:
                 raise
             done = (read_resume_state(run_dir) or {"epoch": 0})["epoch"]
+            kept = f"; epochs 1-{done} of this one are kept in {run_dir}" if done else ""
             raise DivergedError(f"Training diverged: the loss became NaN or infinite in epoch {done + 1} "
                                 f"(--learning-rate {config.learning_rate:g}). Start a new run with a lower "
-                                f"--learning-rate; epochs 1-{done} of this one are kept in {run_dir}."
-                                if done else
-                                f"Training diverged: the loss became NaN or infinite in the first epoch "
-                                f"(--learning-rate {config.learning_rate:g}). Start a new run with a lower "
-                                f"--learning-rate.") from error
+                                f"--learning-rate{kept}.") from error
     best_path = os.path.join(checkpoints, "best.keras")
     best = load_cam_model(best_path) if os.path.exists(best_path) else center_head(cam_model)
     (best_val_accuracy, _), best_epoch = read_best(checkpoints)

@@ -291,6 +291,10 @@ def test_infer_output_names_are_unique_and_its_pictures_are_not_inputs(exported,
                      "--output", str(images), "--json"]) == 0
     named = [os.path.basename(json.loads(line)["image"]) for line in capsys.readouterr().out.splitlines()]
     assert named == ["x.png", "X_cam.png"]
+    # A pattern that finds only pictures is not a missing input.
+    assert cli.main([*argv[:3], "--image", str(images / "*_cam.png"), "--image", str(images / "x.png"),
+                     "--output", str(images), "--json"]) == 0
+    assert "no such file" not in capsys.readouterr().err
 
 
 # --- model base folders ----------------------------------------------------------------------

@@ -258,6 +258,11 @@ def test_images_list_comments_case_and_missing_files(tmp_path):
     assert records[0].boxes.tolist() == [[1, 1, 4, 4]]
     _, errors = annotations.images_list_boxes([(str(tmp_path / "a.png"), "DISK")], both)
     assert "matches several classes of the boxes CSV ['Disk', 'disk']" in errors[0][1]
+    # The split decides before the spelling: an exact match in another split does not hide a loose one.
+    split = annotations.read_boxes_csv(_write_csv(tmp_path / "d.csv", [("train", "Disk", "a.png", 8, 8, 0, 0, 4, 4),
+                                                                        ("test", "disk", "a.png", 8, 8, 2, 2, 4, 4)]))
+    records, errors = annotations.images_list_boxes([(str(tmp_path / "a.png"), "Disk")], split, split="test")
+    assert not errors and records[0].boxes.tolist() == [[2, 2, 4, 4]]
 
 
 # ----------------------------------------------------------------------------- the signature
@@ -363,7 +368,7 @@ def test_bad_images_are_reported_and_skipped(loaded, images, tmp_path):
     shutil.copytree(images["root"] / "val", data / "val")
     some_class = rows[0][1]
     (data / "val" / some_class / "fake.png").write_text("<html>not an image</html>")
-    for name in ("wide.png", "flat.png", "swapped.png"):
+    for name in ("wide.png", "flat.png", "swapped.png", "half_flat.png"):
         shutil.copy(images["paths"][0], data / "val" / some_class / name)
     (data / "val" / "zebra").mkdir()
     shutil.copy(images["paths"][0], data / "val" / "zebra")
@@ -372,11 +377,14 @@ def test_bad_images_are_reported_and_skipped(loaded, images, tmp_path):
              ("val", "zebra", rows[0][2], 64, 64, 0, 0, 8, 8),
              ("val", "zebra", "ghost.png", 64, 64, 0, 0, 8, 8),   # no file either: the class is named
              ("val", some_class, "wide.png", 32, 64, 0, 0, 8, 8),   # annotated as 32 wide: another aspect
-             ("val", some_class, "flat.png", 64, 64, 5, 0, 5, 8),    # zero area, refused like swapped corners
+             ("val", some_class, "flat.png", 64, 64, 5, 0, 5, 8),    # its only box has no area
+             ("val", some_class, "half_flat.png", 64, 64, 5, 0, 5, 8),  # no area, beside a box that has:
+             ("val", some_class, "half_flat.png", 64, 64, 0, 0, 8, 8),  # scored on that one
              ("val", some_class, "swapped.png", 64, 64, 8, 0, 5, 8)]
     records = annotations.csv_image_boxes(_write_csv(tmp_path / "b.csv", rows), str(data))
     report = evaluation.evaluate_saved_model(loaded, records, batch_size=3)
-    assert report["num_images"] == 6 and report["num_failed"] == 7
+    assert report["num_images"] == 7 and report["num_failed"] == 7
+    assert "half_flat.png" not in str(report["errors"])
     errors = {os.path.basename(e["image"]) + ":" + e["error"][:30] for e in report["errors"]}
     assert any(e.startswith("fake.png:not a readable image") for e in errors)
     assert any(e.startswith("missing.png:cannot read file") for e in errors)
@@ -384,8 +392,8 @@ def test_bad_images_are_reported_and_skipped(loaded, images, tmp_path):
     assert any(e.startswith("ghost.png:class 'zebra' is not") for e in errors)
     assert "the boxes are for a 32x64 image but the image is 64x64" in str(report["errors"])
     by_file = {os.path.basename(e["image"]): e["error"] for e in report["errors"]}
-    assert by_file["flat.png"] == ("ground-truth boxes[0] has no area (xmin == xmax or ymin == ymax). "
-                                   "Received: [5.0, 0.0, 5.0, 8.0]")
+    assert by_file["flat.png"] == ("every ground-truth box has no area (xmin == xmax or ymin == ymax). "
+                                   "Received: [[5.0, 0.0, 5.0, 8.0]]")
     assert by_file["swapped.png"].startswith("ground-truth boxes[0] needs xmin <= xmax")
 
 

@@ -442,13 +442,3 @@ def test_bad_iou_threshold_and_inclusive_boxes_raise():
     with pytest.raises(ValueError, match=re.escape(
             "inclusive boxes[0] needs xmin <= xmax. Received: [5.0, 1.0, 4.0, 4.0]")):
         inclusive_to_half_open([[5, 1, 4, 4]])
-
-
-def test_check_boxes_positive_area_refuses_zero_area_boxes_only_when_asked():
-    flat = [[0, 0, 4, 4], [2, 1, 2, 5]]
-    assert check_boxes(flat).shape == (2, 4)  # predicted boxes may be degenerate
-    with pytest.raises(ValueError, match=re.escape(
-            "boxes[1] has no area (xmin == xmax or ymin == ymax). Received: [2.0, 1.0, 2.0, 5.0]")):
-        check_boxes(flat, positive_area=True)
-    with pytest.raises(ValueError, match=re.escape("boxes[0] needs ymin <= ymax")):  # swapped: its own message
-        check_boxes([[0, 5, 4, 4]], positive_area=True)

@@ -138,3 +138,79 @@ def test_into_a_pipe_train_py_prints_one_line_per_epoch_not_progress_bars(images
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stdout and "\x1b[" not in done.stdout
     assert "Epoch 1/2" in done.stdout and "Epoch 2/2" in done.stdout
+
+
+def _one_epoch_run(images, tmp_path, capsys, *extra):
+    assert _train(["--data", str(images), "--classes", "3", *QUICK, "--epochs", "1", *extra], tmp_path) == 0
+    capsys.readouterr()
+    (run,) = (tmp_path / "runs").iterdir()
+    return run
+
+
+def test_resume_flags_count_when_typed_even_if_equal_to_their_defaults(images, tmp_path, monkeypatch, capsys):
+    run = _one_epoch_run(images, tmp_path, capsys)
+    monkeypatch.chdir(tmp_path)
+    # 12 and saved_models are the parser's defaults, typed here on purpose.
+    assert cli.command_main("train", ["--resume", str(run), "--epochs", "12", "--saved-models-dir", "saved_models",
+                                      "--backbone", "resnet50", "--quiet"], prog="train.py") == 0
+    captured = capsys.readouterr()
+    assert "ignored: --backbone" in captured.err
+    assert len(training.read_log(str(run / "log.csv"))["epoch"]) == 12
+    assert os.listdir(tmp_path / "saved_models" / run.name) == ["1"]
+    # --epochs below what was trained is refused.
+    assert cli.command_main("train", ["--resume", str(run), "--epochs", "3"], prog="train.py") == 2
+    assert "has trained 12 epochs already; give --epochs 12 or more" in capsys.readouterr().err
+
+
+def test_a_resume_whose_export_failed_exports_next_time(images, tmp_path, monkeypatch, capsys):
+    from keras_cam import export, storage
+    run = _one_epoch_run(images, tmp_path, capsys)
+    real = export.export_saved_model
+
+    def full_disk(*args, **kwargs):
+        raise storage.WriteError("Could not write the export: no space left on device.")
+    monkeypatch.setattr(export, "export_saved_model", full_disk)
+    assert cli.command_main("train", ["--resume", str(run), "--epochs", "2", "--quiet"], prog="train.py") == 2
+    assert "export it later" in capsys.readouterr().err
+    monkeypatch.setattr(export, "export_saved_model", real)
+    # Epoch 2 is trained but was never exported: version 1 (epoch 1) is not the answer.
+    assert cli.command_main("train", ["--resume", str(run), "--quiet"], prog="train.py") == 0
+    out = capsys.readouterr().out
+    assert "has finished" not in out and out.strip().endswith(str(tmp_path / "saved" / run.name / "2"))
+    assert json.loads((run / "export.json").read_text())["epoch"] == 2
+    assert cli.command_main("train", ["--resume", str(run), "--quiet"], prog="train.py") == 0
+    assert "has finished its 2 epochs" in capsys.readouterr().out
+
+
+def test_a_full_disk_in_the_first_epoch_keeps_the_run_folder_it_says_to_resume(images, tmp_path, monkeypatch,
+                                                                               capsys):
+    from keras_cam import storage
+
+    def full_disk(model, path):
+        raise storage.WriteError(f"Could not write {path!r}: no space left on device.")
+    monkeypatch.setattr(storage, "save_model", full_disk)
+    assert _train(["--data", str(images), "--classes", "3", *QUICK, "--epochs", "1"], tmp_path) == 2
+    err = capsys.readouterr().err
+    (run,) = (tmp_path / "runs").iterdir()
+    assert f"--resume {run}" in err and (run / "config.json").exists()
+
+
+def test_an_old_run_with_a_relative_data_path_resumed_elsewhere_is_told_where(images, tmp_path, monkeypatch, capsys):
+    run = _one_epoch_run(images, tmp_path, capsys)
+    config = json.loads((run / "config.json").read_text())
+    config["data"] = "relative/train"
+    del config["saved_models_dir"]
+    (run / "config.json").write_text(json.dumps(config))
+    before = (run / "config.json").read_text()
+    monkeypatch.chdir(tmp_path)
+    assert cli.command_main("train", ["--resume", str(run), "--epochs", "3"], prog="train.py") == 2
+    assert "names the data folder 'relative/train', a path relative to where the run was started" in \
+        capsys.readouterr().err
+    assert (run / "config.json").read_text() == before
+
+
+def test_two_class_folders_with_one_printable_name_are_refused(tmp_path):
+    for name in (b"cl\\xe9", b"cl\xe9"):
+        os.makedirs(os.path.join(os.fsencode(tmp_path), name))
+    with pytest.raises(ValueError, match="have the same printable name 'cl\\\\\\\\xe9': rename one"):
+        data.scan_folder(str(tmp_path))
