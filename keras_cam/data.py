@@ -333,6 +333,14 @@ def is_image_file(name):
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def other_files(paths):
+    """The files beside ``paths`` (in the same folders) that are not images keras-cam
+    reads, hidden files aside: what a class folder holds and training leaves out."""
+    folders = sorted({os.path.dirname(p) for p in paths})
+    return [os.path.join(d, f) for d in folders for f in sorted(os.listdir(d))
+            if not f.startswith(".") and not is_image_file(f) and os.path.isfile(os.path.join(d, f))]
+
+
 def readable_name(name):
     """A file or folder name as printable text: bytes that are not valid UTF-8 (which
     ``os.listdir`` returns as surrogate escapes) become ``\\xNN``."""

@@ -4,7 +4,8 @@ A run folder (``experiments/experiment_YYYY-MM-DD_HH_MM[_N]``) holds:
     ``config.json``        the full configuration (what ``--resume`` rebuilds from)
     ``class_names.json``   class names, in label order
     ``val_images.txt``     the validation images (for calibration)
-    ``skipped_images.txt`` unreadable images that were skipped, with the reason
+    ``skipped_images.txt`` unreadable images that were skipped, and other files of the
+                           class folders (not image types keras-cam reads), with the reason
     ``checkpoints/``       ``epoch_NNN.keras`` every N epochs, ``best.keras`` and ``best.json``
     ``backup/``            the last complete epoch for ``--resume``: ``epoch_NNN.weights.h5``
                            (weights and optimizer state) and ``state.json`` naming it
@@ -310,12 +311,18 @@ def prepare_data(config, run_dir):
         raise ValueError(
             f"--classes {config.classes} does not match the {len(names)} class folders found in "
             f"{config.data!r}: {names}")
-    skipped = data.find_unreadable(train.paths + val.paths, min_side=config.image_size)
+    unreadable = data.find_unreadable(train.paths + val.paths, min_side=config.image_size)
+    # Other files of the class folders are listed too, so that .tif files mixed with
+    # JPEGs are not left out unnoticed (they do not stop a --strict run).
+    kinds = ", ".join(data.IMAGE_EXTENSIONS)
+    skipped = unreadable + [(p, f"not an image type keras-cam reads ({kinds})")
+                            for p in data.other_files(train.paths + val.paths)]
     skipped_path = os.path.join(run_dir, "skipped_images.txt")
     storage.write_text(skipped_path, "".join(f"{p}\t{r}\n" for p, r in skipped))
-    if skipped and config.strict:
-        raise BadImagesError(f"Unreadable image {skipped[0][0]!r}: {skipped[0][1]} (run without --strict to skip it)")
-    bad = {p for p, _ in skipped}
+    if unreadable and config.strict:
+        raise BadImagesError(f"Unreadable image {unreadable[0][0]!r}: {unreadable[0][1]} "
+                             f"(run without --strict to skip it)")
+    bad = {p for p, _ in unreadable}
 
     def keep(folder):
         idx = [i for i, p in enumerate(folder.paths) if p not in bad]

@@ -214,3 +214,17 @@ def test_two_class_folders_with_one_printable_name_are_refused(tmp_path):
         os.makedirs(os.path.join(os.fsencode(tmp_path), name))
     with pytest.raises(ValueError, match="have the same printable name 'cl\\\\\\\\xe9': rename one"):
         data.scan_folder(str(tmp_path))
+
+
+def test_files_of_other_types_in_class_folders_are_listed_as_skipped(images, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(images, root)
+    some = sorted(os.listdir(root))[0]
+    (root / some / "scan.tif").write_bytes(b"II*\x00")
+    (root / some / ".DS_Store").write_bytes(b"x")
+    status = _train(["--data", str(root), "--classes", "3", *QUICK, "--epochs", "1", "--strict"], tmp_path)
+    assert status == 0, capsys.readouterr()
+    (run,) = (tmp_path / "runs").iterdir()
+    listed = (run / "skipped_images.txt").read_text().splitlines()
+    assert listed == [f"{root / some / 'scan.tif'}\tnot an image type keras-cam reads (.jpg, .jpeg, .png, .bmp, "
+                      ".gif, .webp)"]
