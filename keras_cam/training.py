@@ -311,12 +311,13 @@ def prepare_data(config, run_dir):
         raise ValueError(
             f"--classes {config.classes} does not match the {len(names)} class folders found in "
             f"{config.data!r}: {names}")
-    unreadable = data.find_unreadable(train.paths + val.paths, min_side=config.image_size)
+    paths = train.paths + val.paths
+    unreadable = data.find_unreadable(paths, min_side=config.image_size)
     # Other files of the class folders are listed too, so that .tif files mixed with
     # JPEGs are not left out unnoticed (they do not stop a --strict run).
     kinds = ", ".join(data.IMAGE_EXTENSIONS)
     skipped = unreadable + [(p, f"not an image type keras-cam reads ({kinds})")
-                            for p in data.other_files(train.paths + val.paths)]
+                            for p in data.other_files(paths)]
     skipped_path = os.path.join(run_dir, "skipped_images.txt")
     storage.write_text(skipped_path, "".join(f"{p}\t{r}\n" for p, r in skipped))
     if unreadable and config.strict:
