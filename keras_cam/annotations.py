@@ -371,7 +371,7 @@ def normalized_tfds_boxes(bbox):
     return np.clip(np.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], axis=1), 0.0, 1.0)
 
 
-def tfds_image_boxes(name, split="test", data_dir=None, download=True, include_difficult=False):
+def tfds_image_boxes(name, split="test", data_dir=None, download=True, include_difficult=False, log=None):
     """Streams a TFDS dataset with boxes as ``ImageBoxes`` (images PNG-encoded).
 
     Supported layouts: one ``bbox`` per image with a ``label`` (``cars196``; the
@@ -389,6 +389,8 @@ def tfds_image_boxes(name, split="test", data_dir=None, download=True, include_d
         data_dir: TFDS data folder (default: TFDS's own).
         download: download and prepare the dataset if it is not there yet.
         include_difficult: keep difficult VOC objects.
+        log: optional callable taking one line of text, told before a download
+            starts (TFDS retries an unreachable server for minutes before it fails).
 
     Returns:
         A generator of ``ImageBoxes``; images without a usable object (all
@@ -415,6 +417,10 @@ def tfds_image_boxes(name, split="test", data_dir=None, download=True, include_d
         raise ValueError(f"TFDS dataset {name!r} has no boxes: expected 'bbox' and 'label', or 'objects' "
                          f"with 'bbox'. Its features: {sorted(features.keys())}")
     if download:
+        if log is not None and not builder.is_prepared():
+            log(f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}: downloading and preparing it "
+                f"(needs internet, and can take long; offline, TFDS retries for minutes before it gives up). "
+                f"To prepare it ahead: tfds build {name} --data_dir DIR, then --tfds-data-dir DIR")
         try:
             builder.download_and_prepare()
         except Exception as error:  # noqa: BLE001 - network, checksum and disk errors all mean "not available"

@@ -439,7 +439,8 @@ def _ground_truth(args):
     if args.tfds:
         name, _, split = args.tfds.partition(":")
         split = split or "test"
-        return (annotations.tfds_image_boxes(name, split, data_dir=args.tfds_data_dir), [],
+        tell = None if args.quiet else functools.partial(print, file=sys.stderr, flush=True)
+        return (annotations.tfds_image_boxes(name, split, data_dir=args.tfds_data_dir, log=tell), [],
                 f"TFDS {name}:{split}")
     if args.voc:
         if not os.path.isdir(args.voc):

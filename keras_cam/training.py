@@ -247,6 +247,17 @@ def read_resume_state(run_dir):
     return state
 
 
+class EpochLog(keras.callbacks.CSVLogger):
+    """``log.csv``: Keras' CSVLogger (appending, for resumed runs), with epochs counted
+    from 1 as in the progress lines, ``epoch_NNN`` checkpoints and ``best.json``."""
+
+    def __init__(self, path):
+        super().__init__(path, append=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
 def _trim_log(path, epochs_done):
     """Keeps only the header and complete rows of committed epochs in ``log.csv``.
 
@@ -265,7 +276,7 @@ def _trim_log(path, epochs_done):
     def committed(line):
         epoch = line.split(",", 1)[0]
         return (line.endswith("\n") and len(line.split(",")) == width and epoch.isdigit()
-                and int(epoch) < epochs_done)
+                and 1 <= int(epoch) <= epochs_done)
     keep = lines[:1] + [line for line in lines[1:] if committed(line)]
     if keep != lines:
         storage.write_text(path, "".join(keep))
@@ -415,7 +426,7 @@ def train(config, run_dir, verbose=1, log=None):
     callbacks = [
         nan_guard,
         CheckpointCallback(cam_model, checkpoints, config.checkpoint_every, read_best(checkpoints)[0]),
-        keras.callbacks.CSVLogger(log_path, append=True),
+        EpochLog(log_path),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
         # A few validation images with CAM and boxes at each checkpoint epoch (TensorBoard "Images").
         summaries.CamImagesCallback(cam_model, summaries.pick_spread(val_set.paths or train_set.paths, 4),

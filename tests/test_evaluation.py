@@ -168,6 +168,18 @@ def test_tfds_boxes_sort_corners_and_reorder():
     np.testing.assert_allclose(got, [[0.2, 0.1, 0.3, 0.6], [0.2, 0.1, 1.0, 0.5]])
 
 
+def test_tfds_says_before_a_download_and_names_the_dataset_when_it_fails(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def offline(self, *args, **kwargs):
+        raise ConnectionError("Failed to establish a new connection")
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    told = []
+    with pytest.raises(ValueError, match="'cars196' is not prepared in .* could not be downloaded: Failed to"):
+        annotations.tfds_image_boxes("cars196", "test", data_dir=str(tmp_path), log=told.append)
+    assert len(told) == 1 and "downloading and preparing" in told[0] and "tfds build cars196" in told[0]
+
+
 @pytest.mark.parametrize("name, split", [("caltech_birds2011", "test"), ("cars196", "test"),
                                          ("voc/2007", "validation")])
 def test_tfds_readers_on_mock_data(name, split):

@@ -71,8 +71,9 @@ def _state(run):
 
 def _assert_resumed_like_uninterrupted(resumed, reference, steps_per_epoch, n_val):
     got, want = _log(resumed), _log(reference)
-    assert got["epoch"] == list(range(EPOCHS)), "each epoch logged exactly once"
-    assert want["epoch"] == list(range(EPOCHS))
+    # Each epoch logged exactly once, counted from 1 as the checkpoints are.
+    assert got["epoch"] == list(range(1, EPOCHS + 1)), "each epoch logged exactly once"
+    assert want["epoch"] == list(range(1, EPOCHS + 1))
     # the optimizer's step count went on from the kill instead of restarting at 0
     assert _state(resumed)["optimizer_iterations"] == EPOCHS * steps_per_epoch
     assert _state(reference)["optimizer_iterations"] == EPOCHS * steps_per_epoch

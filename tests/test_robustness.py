@@ -455,10 +455,10 @@ def test_a_write_interrupted_midway_leaves_the_previous_file(tmp_path):
 
 def test_log_rows_of_uncommitted_epochs_are_dropped(tmp_path):
     log = tmp_path / "log.csv"
-    log.write_text("epoch,accuracy,loss\n0,0.5,1.0\n1,0.6,0.9\n2,0.7,0.8\n3,0.7")  # killed while writing epoch 3
-    training._trim_log(str(log), 2)  # epochs 0 and 1 were committed
-    assert log.read_text() == "epoch,accuracy,loss\n0,0.5,1.0\n1,0.6,0.9\n"
-    assert training.read_log(str(log)) == {"epoch": [0.0, 1.0], "accuracy": [0.5, 0.6], "loss": [1.0, 0.9]}
+    log.write_text("epoch,accuracy,loss\n1,0.5,1.0\n2,0.6,0.9\n3,0.7,0.8\n4,0.7")  # killed while writing epoch 4
+    training._trim_log(str(log), 2)  # epochs 1 and 2 were committed
+    assert log.read_text() == "epoch,accuracy,loss\n1,0.5,1.0\n2,0.6,0.9\n"
+    assert training.read_log(str(log)) == {"epoch": [1.0, 2.0], "accuracy": [0.5, 0.6], "loss": [1.0, 0.9]}
 
 
 def test_runs_started_together_get_their_own_folders(tmp_path):
