@@ -116,8 +116,9 @@ def csv_image_boxes(csv_path, data_dir, split=None):
         split: only rows of this split; None for all rows.
 
     Returns:
-        list of ``ImageBoxes`` in the CSV's order (a missing image keeps its first
-        candidate path, so that reading it reports the error).
+        list of ``ImageBoxes`` in the CSV's order (a missing image keeps its path in
+        the folder's layout, ``<split>/`` when that folder exists, so that reading
+        it reports the error there).
 
     Raises:
         ValueError: a malformed CSV, or no row of ``split`` (the splits present are
@@ -132,7 +133,9 @@ def csv_image_boxes(csv_path, data_dir, split=None):
         if split is not None and row_split != split:
             continue
         candidates = [os.path.join(data_dir, row_split, name, filename), os.path.join(data_dir, name, filename)]
-        path = next((c for c in candidates if os.path.isfile(c)), candidates[0])
+        # A missing image is reported at its place in the layout the folder has.
+        layout = candidates[0] if os.path.isdir(os.path.join(data_dir, row_split)) else candidates[1]
+        path = next((c for c in candidates if os.path.isfile(c)), layout)
         records.append(_csv_record(path, name, entry))
     return records
 

@@ -5,9 +5,11 @@ imported only after the flags are parsed, so ``--help`` answers at once.
 """
 
 import argparse
+import errno
 import functools
 import json
 import os
+import shlex
 import sys
 
 from keras_cam import __version__
@@ -48,6 +50,12 @@ def _run(command, args, prog):
         if isinstance(error, _user_errors()):
             print(f"{prog}: error: {error}", file=sys.stderr)
             return 2
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT) and error.filename is None:
+            # A file keras-cam writes names itself (storage.WriteError); this is the output
+            # stream (`infer.py --json > /full/disk/results.jsonl`).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            print(f"{prog}: error: cannot write the output: {error.strerror}", file=sys.stderr)
+            return 1
         raise
 
 
@@ -60,6 +68,25 @@ def positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
+
+
+def _number(accepts, expected):
+    """An argparse ``type`` for a float flag: ``accepts(value)`` must hold (NaN never does)."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text}")
+        return value
+    return parse
+
+
+# --tau (a box threshold), --box-extent, --learning-rate.
+tau_value = _number(lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+box_extent_value = _number(lambda v: 0.0 <= v < float("inf"), "0 or a positive number")
+learning_rate_value = _number(lambda v: 0.0 < v < float("inf"), "a number > 0")
 
 
 # ---------------------------------------------------------------------------- train
@@ -77,13 +104,13 @@ def add_train_arguments(parser):
     parser.add_argument("--image-size", type=int, default=224, help=f"square input side in pixels {d}")
     parser.add_argument("--epochs", type=positive_int, default=12, help=f"{d}")
     parser.add_argument("--batch-size", type=positive_int, default=32, help=f"{d}")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help=f"Adam learning rate {d}")
+    parser.add_argument("--learning-rate", type=learning_rate_value, default=1e-3, help=f"Adam learning rate {d}")
     parser.add_argument("--val-split", type=float, default=0.2,
                         help=f"fraction of each class held out for validation, unless DATA/val exists {d}")
     parser.add_argument("--checkpoint-every", type=positive_int, default=4, help=f"save a checkpoint every N epochs {d}")
     parser.add_argument("--train-layers", default="all", choices=["all", "head", "last_stage"],
                         help=f"which layers learn {d}")
-    parser.add_argument("--tau", type=float, default=0.2,
+    parser.add_argument("--tau", type=tau_value, default=0.2,
                         help=f"box threshold (fraction of the CAM's maximum) carried by the export {d}")
     parser.add_argument("--feature-stride", type=int, default=None,
                         help="half the backbone's output stride (16 for resnet50, resnet18, mobilenet_v2): the last "
@@ -99,7 +126,8 @@ def add_train_arguments(parser):
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue an interrupted run from its last checkpoint, with the run's own settings "
-                             "(only --epochs, --saved-models-dir and --quiet may be given with it)")
+                             "(with it, --epochs trains a run longer and --saved-models-dir moves its export; other "
+                             "run settings given are ignored, with a note)")
     parser.add_argument("--experiments-dir", default="experiments", help=f"where run folders go {d}")
     parser.add_argument("--saved-models-dir", default="saved_models", help=f"where the final export goes {d}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -114,7 +142,7 @@ def _layer_names(text):
 
 
 def add_box_extent_argument(parser):
-    parser.add_argument("--box-extent", type=float, default=0.0, metavar="K",
+    parser.add_argument("--box-extent", type=box_extent_value, default=0.0, metavar="K",
                         help="box rule carried by the export: 0 boxes each CAM region by its bounding rectangle; "
                              "K > 0 by its moment box, the centre of its pixels +- K standard deviations along x "
                              "and y (1.5 was best on real photos, see BENCHMARKS.md) (default: %(default)s)")
@@ -207,7 +235,7 @@ def _train(args):
         print(f"Resuming {run_dir}")
     else:
         config = _new_config(args, training)
-        run_dir = training.make_run_dir(args.experiments_dir)
+        run_dir = training.make_run_dir(args.experiments_dir, saved_models_dir=config.saved_models_dir)
         print(f"Run folder: {run_dir}")
     name = os.path.basename(os.path.normpath(run_dir))
     base = os.path.join(config.saved_models_dir, name)
@@ -225,7 +253,7 @@ def _train(args):
         result = training.train(config, run_dir, verbose=verbose,
                                 log=None if args.quiet else functools.partial(print, flush=True))
     except KeyboardInterrupt:
-        print(f"{args.prog}: interrupted; continue with: {args.prog} --resume {run_dir}", file=sys.stderr)
+        print(f"{args.prog}: interrupted; continue with: {args.prog} --resume {shlex.quote(run_dir)}", file=sys.stderr)
         return 130
     except WriteError:
         raise  # its message says how to resume: the run folder stays
@@ -237,6 +265,11 @@ def _train(args):
     for path, reason in skipped[:10]:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     target = export.next_version_dir(base)
+    # Versions written after train.py's last export (evaluate.py --calibrate) carry a
+    # tau chosen for the model before this training; the new export has the run's own.
+    since = (int(os.path.basename(str(previous["version"]))) if previous and
+             os.path.basename(str(previous.get("version"))).isdigit() else None)
+    others = [v for v in storage.version_numbers(base) if since is not None and v > since]
     try:
         export.export_saved_model(result["cam_model"], result["class_names"], target, tau=config.tau,
                                   box_extent=config.box_extent)
@@ -251,6 +284,11 @@ def _train(args):
         print(f"Objectness head: fitted on {fit['positions']} positions of the training images' CAMs "
               f"({fit['object_share']:.0%} object), agreeing with them on {fit['train_accuracy']:.0%}")
     print(f"SavedModel: {target}")
+    if others:
+        print(f"note: {os.path.join(base, str(max(others)))} (written after train.py's last export, e.g. by "
+              f"evaluate.py --calibrate) was for the model before this training; {target} carries the run's "
+              f"--tau {config.tau:g}. To calibrate it: evaluate.py --saved_model {shlex.quote(target)} --images-list "
+              f"{shlex.quote(os.path.join(run_dir, 'val_images.txt'))} --boxes CSV --calibrate", file=sys.stderr)
     return 0
 
 
@@ -261,7 +299,8 @@ def add_infer_arguments(parser):
                         help="SavedModel version folder, or the model base folder (highest version is used)")
     parser.add_argument("--image", action="append", required=True,
                         help="image file, folder or glob pattern; repeat for more")
-    parser.add_argument("--json", action="store_true", help="one JSON object per image per line on stdout")
+    parser.add_argument("--json", action="store_true", help="one JSON object per image per line on stdout (an "
+                        "--image that matches nothing gets one too, with its error, before the images)")
     parser.add_argument("--output", metavar="DIR", help="write each picture with heatmap and boxes here as "
                         "NAME_cam.png (NAME_2_cam.png, ... for a later image of the same name stem); *_cam.png "
                         "files in DIR are not taken as images by a folder or pattern --image")
@@ -276,11 +315,16 @@ def _infer(args):
     from keras_cam import inference, precision
     from keras_cam.progress import Progress
     precision.check_precision(args.precision)
+    if args.output and os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise UserError(f"--output {args.output!r} is a file; give a folder for the pictures")
     paths, missing = inference.expand_image_args(args.image, skip=_own_picture(args.output))
     for item in missing:
         print(f"{args.prog}: error: --image {item!r}: no such file, folder or match", file=sys.stderr)
+        if args.json:  # a JSON reader can account for every --image it gave
+            print(json.dumps({"image": item, "error": "no such file, folder or match"}), flush=True)
     if not paths:
-        raise UserError("no images to process")
+        shown = ", ".join(repr(item) for item in args.image if item not in missing)
+        raise UserError(f"no images to process in --image {shown}" if shown else "no images to process")
     loaded = inference.load_saved_model(args.saved_model)
     if args.output:
         os.makedirs(args.output, exist_ok=True)
@@ -347,9 +391,9 @@ def add_export_arguments(parser):
     d = "(default: %(default)s)"
     parser.add_argument("source", metavar="RUN_DIR_OR_KERAS_FILE",
                         help="a run folder (its checkpoints/best.keras is exported) or a .keras checkpoint")
-    parser.add_argument("--tau", type=float, default=0.2,
+    parser.add_argument("--tau", type=tau_value, default=0.2,
                         help=f"box threshold (fraction of the CAM's maximum) carried by the export {d}")
-    parser.add_argument("--max-boxes", type=int, default=5, help=f"box slots per image in the outputs {d}")
+    parser.add_argument("--max-boxes", type=positive_int, default=5, help=f"box slots per image in the outputs {d}")
     add_box_extent_argument(parser)
     parser.add_argument("--class-names", metavar="NAMES",
                         help="comma-separated class names in label order, or a file (JSON list, or one name "
@@ -371,6 +415,9 @@ def _read_class_names(value):
     names = [str(n).strip() for n in names if str(n).strip()]
     if not names:
         raise UserError(f"--class-names {value!r}: no class names found")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"--class-names {value!r}: each class needs its own name; repeated: {', '.join(repeated)}")
     return names
 
 
@@ -474,6 +521,14 @@ def _evaluate(args):
                             f"{os.path.join(args.plot, 'box_acc.png')!r}")
         if os.path.splitext(args.plot)[1].lower() != ".png":
             raise UserError(f"--plot {args.plot!r}: the plot is written as PNG; give a file name ending in .png")
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"--plot {args.plot!r}: cannot make its folder {folder!r} "
+                            f"({error.strerror or error})") from None
+        if not os.access(folder, os.W_OK):
+            raise UserError(f"--plot {args.plot!r}: cannot write in {folder!r}")
     from keras_cam import evaluation, inference
     examples, read_errors, source = _ground_truth(args)
     loaded = inference.load_saved_model(args.saved_model)
@@ -519,9 +574,9 @@ def _evaluate(args):
 def add_demo_arguments(parser):
     parser.add_argument("--out", default="demo_output", help="work folder (default: %(default)s)")
     parser.add_argument("--epochs", type=positive_int, default=12, help="training epochs (default: %(default)s)")
-    parser.add_argument("--train-per-class", type=int, default=500,
+    parser.add_argument("--train-per-class", type=positive_int, default=500,
                         help="generated training images per class, 20%% for validation (default: %(default)s)")
-    parser.add_argument("--test-per-class", type=int, default=50,
+    parser.add_argument("--test-per-class", type=positive_int, default=50,
                         help="generated held-out images per class (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -529,7 +584,8 @@ def add_demo_arguments(parser):
 def _demo(args):
     from keras_cam import demo
     result = demo.run(args.out, epochs=args.epochs, train_per_class=args.train_per_class,
-                      test_per_class=args.test_per_class, verbose=not args.quiet, log=print)
+                      test_per_class=args.test_per_class,
+                      verbose=0 if args.quiet else (1 if sys.stdout.isatty() else 2), log=print)
     print(f"Localization accuracy (best box IoU >= 0.5) on {result['test_images']} held-out images: "
           f"{result['loc_accuracy']:.3f}; classification accuracy {result['cls_accuracy']:.3f}")
     return 0

@@ -24,7 +24,8 @@ def run(out, epochs=12, train_per_class=500, test_per_class=50, verbose=True, lo
         epochs: training epochs.
         train_per_class: generated training images per class (20% go to validation).
         test_per_class: generated held-out images per class.
-        verbose: Keras progress bars during training.
+        verbose: Keras' training output: 0 (or False) none, 1 (or True) progress bars,
+            2 one line per epoch (for a log file).
         log: callable taking a line of text, for progress messages.
         seed: seed of data generation and training.
 
@@ -33,6 +34,9 @@ def run(out, epochs=12, train_per_class=500, test_per_class=50, verbose=True, lo
         >= 0.5 with the true box), ``cls_accuracy``, ``test_images``,
         ``saved_model`` and ``pictures``.
     """
+    # Absolute paths, so that the run folder's config.json and val_images.txt work from
+    # any directory (--resume, evaluate.py --images-list).
+    out = os.path.abspath(out)
     data_dir = os.path.join(out, "data")
     log(f"[1/4] Generating synthetic data in {data_dir}: {train_per_class} training and "
         f"{test_per_class} held-out images per class {synthetic.CLASSES}")
@@ -41,16 +45,16 @@ def run(out, epochs=12, train_per_class=500, test_per_class=50, verbose=True, lo
     config = training.TrainConfig(
         data=os.path.join(data_dir, "train"), classes=len(synthetic.CLASSES), backbone="tiny", weights="none",
         image_size=DEMO_IMAGE_SIZE, epochs=epochs, batch_size=32, learning_rate=2e-3, checkpoint_every=4,
-        seed=seed)
-    run_dir = training.make_run_dir(os.path.join(out, "experiments"))
+        seed=seed, saved_models_dir=os.path.join(out, "saved_models"))
+    run_dir = training.make_run_dir(os.path.join(out, "experiments"), saved_models_dir=config.saved_models_dir)
     log(f"[2/4] Training a small CNN from scratch for {epochs} epochs; run folder {run_dir}")
-    result = training.train(config, run_dir, verbose=1 if verbose else 0)
+    result = training.train(config, run_dir, verbose=int(verbose))
     truth = annotations.read_boxes_csv(csv_path)
     val = result["val_set"]
     val_boxes = [truth[("train", result["class_names"][l], os.path.basename(p))]["boxes"]
                  for p, l in zip(val.paths, val.labels)]
     tau, calibration = calibrate_tau(result["cam_model"], val.paths, val.labels, val_boxes)
-    target = export.next_version_dir(os.path.join(out, "saved_models", os.path.basename(run_dir)))
+    target = export.next_version_dir(os.path.join(config.saved_models_dir, os.path.basename(run_dir)))
     if tau is None:
         tau = boxes.DEFAULT_TAU
         chosen = f"the default tau={tau:.2f}: no tau gives the {len(val.paths)} validation images a matching box"
@@ -72,7 +76,8 @@ def run(out, epochs=12, train_per_class=500, test_per_class=50, verbose=True, lo
         best = max((boxes.iou(record["boxes"][0], t) for t in true_boxes), default=0.0) if record["boxes"] else 0.0
         hits.append(best >= 0.5)
         correct.append(record["class_id"] == label)
-        if len(pictures) < 12 and len(hits) % max(1, len(test.paths) // 12) == 1:
+        # Twelve pictures spread over the held-out images (all of them when there are fewer).
+        if len(pictures) < 12 and (len(hits) - 1) % max(1, len(test.paths) // 12) == 0:
             image = data.decode_image(tf.io.read_file(record["image"])).numpy()
             picture = visualize.overlay(image, inference.box_map(record), record["boxes"][:1], true_boxes)
             picture = visualize.label(cv_upscale(picture, 3), f"{record['class_name']} IoU {best:.2f}")

@@ -85,10 +85,15 @@ def check_config(config):
                         ("--image-size", config.image_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{flag} must be a positive integer. Received: {value!r}")
-    if not (math.isfinite(config.learning_rate) and config.learning_rate >= 0):  # 0: nothing learns
+    if not (math.isfinite(config.learning_rate) and config.learning_rate >= 0):  # 0: nothing learns (tests use it)
         raise ValueError(f"--learning-rate must be a number >= 0. Received: {config.learning_rate!r}")
     if not 0.0 <= config.val_split < 1.0:
         raise ValueError(f"--val-split must be in [0, 1). Received: {config.val_split!r}")
+    # Used only by the export at the end: checked now, not after the epochs.
+    if not 0.0 <= config.tau < 1.0:
+        raise ValueError(f"--tau must be in [0, 1). Received: {config.tau!r}")
+    if not (math.isfinite(config.box_extent) and config.box_extent >= 0):
+        raise ValueError(f"--box-extent must be 0 or a positive number. Received: {config.box_extent!r}")
 
 
 class BadImagesError(ValueError):
@@ -114,29 +119,35 @@ class _NanGuard(keras.callbacks.TerminateOnNaN):
             raise
 
 
-def make_run_dir(experiments_dir, now=None):
+def make_run_dir(experiments_dir, now=None, saved_models_dir=None):
     """Creates a new, unique run folder ``experiment_YYYY-MM-DD_HH_MM[_N]``.
 
     Creation is exclusive (``os.mkdir``), so two runs started in the same minute get
-    two folders.
+    two folders. The run's name is also its SavedModel's name
+    (``saved_models_dir/NAME/<version>``): a name that a model there has already (a
+    run of another experiments folder, say) is passed over, so that two runs never
+    export into one model.
 
     Args:
         experiments_dir: parent folder (created if missing).
         now: optional ``datetime`` (default: now).
+        saved_models_dir: optional folder of the run's exports.
 
     Returns:
         The path of the new folder.
     """
     os.makedirs(experiments_dir, exist_ok=True)
-    stem = os.path.join(experiments_dir, (now or datetime.datetime.now()).strftime("experiment_%Y-%m-%d_%H_%M"))
+    name = (now or datetime.datetime.now()).strftime("experiment_%Y-%m-%d_%H_%M")
     for n in range(1, 10_000):
-        path = stem if n == 1 else f"{stem}_{n}"
+        run = name if n == 1 else f"{name}_{n}"
+        if saved_models_dir and os.path.lexists(os.path.join(saved_models_dir, run)):
+            continue
         try:
-            os.mkdir(path)
-            return path
+            os.mkdir(os.path.join(experiments_dir, run))
+            return os.path.join(experiments_dir, run)
         except FileExistsError:
             continue
-    raise RuntimeError(f"Could not create a run folder next to {stem!r}")
+    raise RuntimeError(f"Could not create a run folder {name!r} in {experiments_dir!r}")
 
 
 class CheckpointCallback(keras.callbacks.Callback):

@@ -82,8 +82,9 @@ def test_infer_reports_bad_images_and_goes_on(trained, tmp_path, capsys):
     captured = capsys.readouterr()
     records = [json.loads(line) for line in captured.out.strip().splitlines()]
     assert code == 1
-    assert [("error" in r) for r in records] == [False, True, True]
-    assert records[2]["error"] == "empty file"
+    # The --image that matched nothing first (known before any image is read), then the images.
+    assert [("error" in r) for r in records] == [True, False, True, True]
+    assert records[0]["error"] == "no such file, folder or match" and records[3]["error"] == "empty file"
     assert "missing.jpg" in captured.err and "no such file" in captured.err
 
 
@@ -99,6 +100,38 @@ def test_infer_takes_the_model_base_folder(trained, capsys):
     image = sorted((trained["data"] / "test" / "square").iterdir())[0]
     assert cli.command_main("infer", ["--saved_model", str(base), "--image", str(image)]) == 0
     assert "1 of 1 images done, 0 failed" in capsys.readouterr().out
+
+
+def test_infer_json_has_a_record_for_every_image_argument(trained, capsys):
+    image = sorted((trained["data"] / "test" / "square").iterdir())[0]
+    assert cli.command_main("infer", ["--saved_model", str(trained["saved_model"]), "--image", "nosuch.jpg",
+                                      "--image", str(image), "--json"]) == 1
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert records[0] == {"image": "nosuch.jpg", "error": "no such file, folder or match"}
+    assert len(records) == 2 and "error" not in records[1]
+    assert "1 of 2 images done, 1 failed" in captured.err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_infer_into_a_full_disk_is_one_line(trained):
+    image = sorted((trained["data"] / "test" / "square").iterdir())[0]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, str(ROOT / "infer.py"), "--saved_model", str(trained["saved_model"]),
+                               "--image", str(image), "--json"], stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "infer.py: error: cannot write the output: No space left on device"
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+def test_infer_mistakes_name_the_folder_or_file(trained, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["infer", "--saved_model", "m", "--image", str(tmp_path / "empty")]) == 2
+    assert f"no images to process in --image {str(tmp_path / 'empty')!r}" in capsys.readouterr().err
+    (tmp_path / "out.txt").write_text("")
+    assert cli.main(["infer", "--saved_model", "m", "--image", "x.jpg", "--output", str(tmp_path / "out.txt")]) == 2
+    assert f"--output {str(tmp_path / 'out.txt')!r} is a file; give a folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -132,6 +165,18 @@ def test_run_folders_are_unique_within_a_minute(tmp_path):
     second = training.make_run_dir(str(tmp_path), now)
     assert os.path.basename(first) == "experiment_2026-01-02_03_04"
     assert os.path.basename(second) == "experiment_2026-01-02_03_04_2"
+
+
+def test_a_run_never_takes_the_name_of_a_model_another_experiments_folder_exported(tmp_path):
+    # The run's name is its SavedModel's name: runs of two experiments folders in one
+    # minute would otherwise export into one model (the second as version 2 of the first).
+    now = datetime.datetime(2026, 1, 2, 3, 4)
+    saved = tmp_path / "saved_models"
+    first = training.make_run_dir(str(tmp_path / "a"), now, saved_models_dir=str(saved))
+    (saved / os.path.basename(first) / "1").mkdir(parents=True)
+    second = training.make_run_dir(str(tmp_path / "b"), now, saved_models_dir=str(saved))
+    assert os.path.basename(second) == "experiment_2026-01-02_03_04_2"
+    assert os.listdir(tmp_path / "b") == ["experiment_2026-01-02_03_04_2"]
 
 
 def test_help_and_version_of_the_scripts():

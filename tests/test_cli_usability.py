@@ -143,14 +143,25 @@ def test_export_a_keras_file_with_class_names(run_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("extra, message", [
     (["--class-names", "a,b"], "The model has 3 classes but 2 class names were given"),
-    (["--tau", "1.5"], "tau must be in [0, 1)"),
-    (["--max-boxes", "0"], "max_boxes must be at least 1"),
+    (["--class-names", "a,b,a"], "each class needs its own name; repeated: a"),
 ])
 def test_export_mistakes_are_one_line(run_dir, tmp_path, extra, message, capsys):
     assert cli.main(["export", str(run_dir), "--saved-models-dir", str(tmp_path / "sm"), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "sm" / run_dir.name / "1").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--tau", "1.5"], "argument --tau: must be a number in [0, 1), got 1.5"),
+    (["--max-boxes", "0"], "argument --max-boxes: must be a positive integer, got 0"),
+    (["--box-extent", "-1"], "argument --box-extent: must be 0 or a positive number, got -1"),
+])
+def test_export_flags_are_checked_when_parsed(run_dir, tmp_path, extra, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", str(run_dir), "--saved-models-dir", str(tmp_path / "sm"), *extra])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "sm").exists()
 
 
 def test_export_needs_a_checkpoint_and_class_names(tmp_path, cam_model, capsys):

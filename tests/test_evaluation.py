@@ -214,6 +214,12 @@ def test_csv_rows_find_images_with_or_without_the_split_folder(tmp_path):
     assert records[0].frame == (20, 10)
     with pytest.raises(ValueError, match="no rows with split 'train'; splits present: \\['test', 'val'\\]"):
         annotations.csv_image_boxes(path, str(tmp_path), split="train")
+    # A missing image is named where the folder's layout puts it: <split>/ only when that folder exists.
+    (test,) = annotations.csv_image_boxes(path, str(tmp_path), split="test")
+    assert test.image == str(tmp_path / "a" / "z.png")
+    missing = annotations.csv_image_boxes(_write_csv(tmp_path / "m.csv", [("val", "a", "w.png", 10, 20, 0, 0, 5, 5)]),
+                                          str(tmp_path))
+    assert missing[0].image == str(tmp_path / "val" / "a" / "w.png")
 
 
 def test_boxes_csv_from_excel_byte_order_mark_and_semicolons(tmp_path):
@@ -559,10 +565,13 @@ def test_cli_tfds_mock_end_to_end(exported, tmp_path, capsys):
      "is a folder; give a file name such as"),
     (["--saved_model", "/nonexistent/model", "--boxes", "CSV", "--data", "DATA", "--plot", "p.jpg"],
      "--plot 'p.jpg': the plot is written as PNG; give a file name ending in .png"),
+    (["--saved_model", "/nonexistent/model", "--boxes", "CSV", "--data", "DATA", "--plot", "BELOW_CSV"],
+     "cannot make its folder"),  # below a file: refused before the model is even looked at
 ])
 def test_cli_user_mistakes_are_one_line(exported, images, tmp_path, capsys, argv, message):
     csv_path = _truth_csv(images, tmp_path / "boxes.csv", _own_boxes(images, TAU))
-    swap = {"EXPORTED": exported, "CSV": csv_path, "DATA": str(images["root"]), "TMP": str(tmp_path)}
+    swap = {"EXPORTED": exported, "CSV": csv_path, "DATA": str(images["root"]), "TMP": str(tmp_path),
+            "BELOW_CSV": os.path.join(str(csv_path), "x.png")}
     code, _, err = _run_cli(capsys, *[swap.get(a, a) for a in argv])
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err

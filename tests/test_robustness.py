@@ -361,7 +361,10 @@ def test_missing_image_among_good_ones_exits_1(exported, mistakes, capsys):
                      "--image", str(mistakes / "nothing.jpg"), "--json"])
     captured = capsys.readouterr()
     assert code == 1
-    assert len(captured.out.splitlines()) == 1 and "nothing.jpg" in captured.err and "Traceback" not in captured.err
+    # One JSON line for each --image: the one that matched nothing carries its error.
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert len(records) == 2 and records[0]["image"].endswith("nothing.jpg") and "error" in records[0]
+    assert "error" not in records[1] and "nothing.jpg" in captured.err and "Traceback" not in captured.err
 
 
 # ---------------------------------------------------------------------------- faults

@@ -4,6 +4,7 @@ finished runs, diverged runs. Tiny backbone, 32-px synthetic images, one or two 
 import json
 import math
 import os
+import re
 import shutil
 
 import numpy as np
@@ -40,15 +41,34 @@ def test_the_library_refuses_the_same_counts():
         training.check_config(config)
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--learning-rate", "-1"], "--learning-rate must be a number >= 0. Received: -1.0"),
-    (["--learning-rate", "nan"], "--learning-rate must be a number >= 0. Received: nan"),
+@pytest.mark.parametrize("flag, value, message", [
+    ("--learning-rate", "-1", "must be a number > 0, got -1"),
+    ("--learning-rate", "0", "must be a number > 0, got 0"),
+    ("--learning-rate", "nan", "must be a number > 0, got nan"),
+    ("--tau", "1.5", "must be a number in [0, 1), got 1.5"),
+    ("--tau", "nan", "must be a number in [0, 1), got nan"),
+    ("--tau", "-0.1", "must be a number in [0, 1), got -0.1"),
+    ("--box-extent", "-1", "must be 0 or a positive number, got -1"),
+    ("--box-extent", "inf", "must be 0 or a positive number, got inf"),
 ])
-def test_settings_no_run_can_use_are_one_line_and_leave_no_run_folder(images, tmp_path, flags, message, capsys):
-    status = _train(["--data", str(images), "--classes", "3", *QUICK, *flags], tmp_path)
-    err = capsys.readouterr().err
-    assert status == 2 and err.strip() == f"train.py: error: {message}"
-    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, flag, value, message, capsys):
+    # --tau and --box-extent are used only by the export at the end: refused now, not after the epochs.
+    with pytest.raises(SystemExit) as exit_info:
+        _train(["--data", str(tmp_path), "--classes", "3", *QUICK, flag, value], tmp_path)
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("learning_rate", -1.0, "--learning-rate must be a number >= 0. Received: -1.0"),
+    ("tau", 1.5, "--tau must be in [0, 1). Received: 1.5"),
+    ("box_extent", float("nan"), "--box-extent must be 0 or a positive number. Received: nan"),
+])
+def test_the_library_refuses_the_same_settings_before_a_run_starts(field, value, message):
+    config = training.TrainConfig(data="x", classes=3, **{field: value})
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        training.check_config(config)
 
 
 def test_a_mistake_found_after_start_removes_the_fresh_run_folder(images, tmp_path, capsys):
@@ -228,3 +248,17 @@ def test_files_of_other_types_in_class_folders_are_listed_as_skipped(images, tmp
     listed = (run / "skipped_images.txt").read_text().splitlines()
     assert listed == [f"{root / some / 'scan.tif'}\tnot an image type keras-cam reads (.jpg, .jpeg, .png, .bmp, "
                       ".gif, .webp)"]
+
+
+def test_training_on_after_a_calibration_says_the_new_export_needs_its_own(images, tmp_path, capsys):
+    run = _one_epoch_run(images, tmp_path, capsys)
+    base = tmp_path / "saved" / run.name
+    shutil.copytree(base / "1", base / "2")  # what evaluate.py --calibrate writes: the next version
+    assert cli.command_main("train", ["--resume", str(run), "--epochs", "2", "--quiet"], prog="train.py") == 0
+    captured = capsys.readouterr()
+    assert f"SavedModel: {base / '3'}" in captured.out
+    assert f"note: {base / '2'} (written after train.py's last export" in captured.err
+    assert f"evaluate.py --saved_model {base / '3'} --images-list {run / 'val_images.txt'}" in captured.err
+    # Without a version of someone else's, no note.
+    assert cli.command_main("train", ["--resume", str(run), "--epochs", "3", "--quiet"], prog="train.py") == 0
+    assert "note:" not in capsys.readouterr().err

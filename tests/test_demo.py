@@ -1,0 +1,33 @@
+"""`keras-cam demo` (the README's first command) on a few generated images."""
+
+import json
+import os
+
+from keras_cam import cli, demo
+
+
+def test_a_small_demo_draws_every_held_out_image_and_works_from_any_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    result = demo.run("out", epochs=1, train_per_class=10, test_per_class=3, verbose=0)
+    # 9 held-out images: fewer than the 12 pictures the grid holds, so all of them are drawn.
+    assert result["test_images"] == 9 and len(os.listdir(result["pictures"])) == 9
+    assert os.path.isfile(result["grid"]) and os.path.isfile(os.path.join(result["saved_model"], "saved_model.pb"))
+    assert 0.0 <= result["loc_accuracy"] <= 1.0 and 0.0 <= result["cls_accuracy"] <= 1.0
+    (run,) = (tmp_path / "out" / "experiments").iterdir()
+    config = json.loads((run / "config.json").read_text())
+    assert os.path.isabs(config["data"]) and config["saved_models_dir"] == str(tmp_path / "out" / "saved_models")
+    assert all(os.path.isabs(line.split("\t")[0]) for line in (run / "val_images.txt").read_text().splitlines()
+               if line and not line.startswith("#"))
+    # Resumed from elsewhere, the run trains on and exports beside the demo's own model.
+    monkeypatch.chdir(tmp_path / "out")
+    assert cli.command_main("train", ["--resume", str(run), "--epochs", "2", "--quiet"], prog="train.py") == 0
+    assert sorted(os.listdir(tmp_path / "out" / "saved_models" / run.name)) == ["1", "2"]
+
+
+def test_demo_flags_are_checked_before_any_work(tmp_path, capsys):
+    import pytest
+    for flag in ("--train-per-class", "--test-per-class"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["demo", "--out", str(tmp_path / "d"), flag, "0"])
+        assert exit_info.value.code == 2 and "must be a positive integer, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
