@@ -312,12 +312,18 @@ def add_infer_arguments(parser):
 
 
 def _infer(args):
-    from keras_cam import inference, precision
+    from keras_cam import data, inference, precision
     from keras_cam.progress import Progress
     precision.check_precision(args.precision)
     if args.output and os.path.exists(args.output) and not os.path.isdir(args.output):
         raise UserError(f"--output {args.output!r} is a file; give a folder for the pictures")
-    paths, missing = inference.expand_image_args(args.image, skip=_own_picture(args.output))
+    passed_over = []
+    paths, missing = inference.expand_image_args(args.image, skip=_own_picture(args.output), passed_over=passed_over)
+    if passed_over and not args.quiet:
+        shown = ", ".join(inference.display_path(p) for p in passed_over[:3]) + (", ..." if len(passed_over) > 3 else "")
+        print(f"note: passed over {len(passed_over)} file{'s' if len(passed_over) != 1 else ''} of the --image "
+              f"folders that {'are' if len(passed_over) != 1 else 'is'} not of a type keras-cam reads "
+              f"({', '.join(data.IMAGE_EXTENSIONS)}): {shown}", file=sys.stderr)
     for item in missing:
         print(f"{args.prog}: error: --image {item!r}: no such file, folder or match", file=sys.stderr)
         if args.json:  # a JSON reader can account for every --image it gave

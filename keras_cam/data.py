@@ -333,12 +333,27 @@ def is_image_file(name):
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def other_files(paths):
-    """The files beside ``paths`` (in the same folders) that are not images keras-cam
-    reads, hidden files aside: what a class folder holds and training leaves out."""
-    folders = sorted({os.path.dirname(p) for p in paths})
-    return [os.path.join(d, f) for d in folders for f in sorted(os.listdir(d))
-            if not f.startswith(".") and not is_image_file(f) and os.path.isfile(os.path.join(d, f))]
+def left_out(paths):
+    """What the folders of ``paths`` hold besides the images keras-cam reads, hidden
+    entries aside: what a class folder holds and training leaves out.
+
+    Returns:
+        list of ``(path, reason)``: files of other types, and sub-folders (only the
+        images directly inside a class folder are used).
+    """
+    kinds = ", ".join(IMAGE_EXTENSIONS)
+    out = []
+    for d in sorted({os.path.dirname(p) for p in paths}):
+        for f in sorted(os.listdir(d)):
+            path = os.path.join(d, f)
+            if f.startswith(".") or is_image_file(f):  # image names are read (and fail there if need be)
+                continue
+            if os.path.isdir(path):
+                out.append((path, "a folder inside a class folder: its images are not used (only the images "
+                                  "directly inside a class folder are)"))
+            elif os.path.isfile(path):
+                out.append((path, f"not an image type keras-cam reads ({kinds})"))
+    return out
 
 
 def readable_name(name):

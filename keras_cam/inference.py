@@ -79,7 +79,7 @@ def resolve_version_dir(path):
     return path
 
 
-def expand_image_args(items, skip=None):
+def expand_image_args(items, skip=None, passed_over=None):
     """Expands image arguments (files, folders, glob patterns) to a sorted file list.
 
     Folders are searched recursively for image files; hidden files are skipped.
@@ -89,6 +89,8 @@ def expand_image_args(items, skip=None):
         skip: optional callable ``path -> bool``: files that a folder or a pattern
             finds and it accepts are left out (e.g. infer.py's own pictures); a
             file named as such is always kept.
+        passed_over: optional list; the other (not hidden) files that the folders
+            hold, of types keras-cam does not read (e.g. ``.tif``), are appended.
 
     Returns:
         ``(paths, missing)``: the image paths found and the arguments that matched
@@ -102,6 +104,9 @@ def expand_image_args(items, skip=None):
             for folder, dirs, files in os.walk(item):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found += [os.path.join(folder, f) for f in sorted(files) if data.is_image_file(f)]
+                if passed_over is not None:
+                    passed_over += [os.path.join(folder, f) for f in sorted(files)
+                                    if not f.startswith(".") and not data.is_image_file(f)]
             paths += filter(keep, found)
         elif os.path.lexists(item):  # a file, or a FIFO or broken link that gets its own error record
             paths.append(item)

@@ -335,11 +335,14 @@ def prepare_data(config, run_dir):
             f"{config.data!r}: {names}")
     paths = train.paths + val.paths
     unreadable = data.find_unreadable(paths, min_side=config.image_size)
-    # Other files of the class folders are listed too, so that .tif files mixed with
-    # JPEGs are not left out unnoticed (they do not stop a --strict run).
-    kinds = ", ".join(data.IMAGE_EXTENSIONS)
-    skipped = unreadable + [(p, f"not an image type keras-cam reads ({kinds})")
-                            for p in data.other_files(paths)]
+    # What else the class folders hold is listed too, so that .tif files mixed with
+    # JPEGs or a nested folder are not left out unnoticed (they do not stop a --strict
+    # run), and so are class folders of DATA/val that DATA/train does not have.
+    skipped = unreadable + data.left_out(paths)
+    if os.path.isdir(train_dir) and os.path.isdir(val_dir):
+        skipped += [(os.path.join(val_dir, d), f"a class folder that {train_dir} does not have: not used")
+                    for d in sorted(os.listdir(val_dir)) if not d.startswith(".")
+                    and os.path.isdir(os.path.join(val_dir, d)) and data.readable_name(d) not in names]
     skipped_path = os.path.join(run_dir, "skipped_images.txt")
     storage.write_text(skipped_path, "".join(f"{p}\t{r}\n" for p, r in skipped))
     if unreadable and config.strict:
@@ -491,5 +494,5 @@ def summary_line(result, run_dir):
     best = (f"best {metric} {result['best_val_accuracy']:.3f} at epoch {result['best_epoch']}"
             if result["best_epoch"] else "no best checkpoint")
     return (f"Done: {len(result['train_set'].paths)} training and {len(result['val_set'].paths)} validation "
-            f"images, {len(skipped)} skipped (listed in {os.path.join(run_dir, 'skipped_images.txt')}); "
+            f"images, {len(skipped)} skipped or left out (listed in {os.path.join(run_dir, 'skipped_images.txt')}); "
             f"{epochs} epoch{'s' if epochs != 1 else ''}{resumed}; {best}")

@@ -125,6 +125,18 @@ def test_infer_into_a_full_disk_is_one_line(trained):
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
 
 
+def test_infer_says_which_files_of_a_folder_it_passes_over(trained, tmp_path, capsys):
+    image = sorted((trained["data"] / "test" / "square").iterdir())[0]
+    (tmp_path / "a.png").write_bytes(image.read_bytes())
+    (tmp_path / "scan.tif").write_bytes(b"II*\x00")
+    (tmp_path / ".DS_Store").write_bytes(b"x")
+    assert cli.command_main("infer", ["--saved_model", str(trained["saved_model"]), "--image", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "note: passed over 1 file of the --image folders that is not of a type keras-cam reads" in captured.err
+    assert "scan.tif" in captured.err and "DS_Store" not in captured.err
+    assert "1 of 1 images done, 0 failed" in captured.out
+
+
 def test_infer_mistakes_name_the_folder_or_file(trained, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli.main(["infer", "--saved_model", "m", "--image", str(tmp_path / "empty")]) == 2

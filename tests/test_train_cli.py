@@ -242,12 +242,28 @@ def test_files_of_other_types_in_class_folders_are_listed_as_skipped(images, tmp
     some = sorted(os.listdir(root))[0]
     (root / some / "scan.tif").write_bytes(b"II*\x00")
     (root / some / ".DS_Store").write_bytes(b"x")
+    (root / some / "more").mkdir()  # nested: its images are not used
+    shutil.copy(root / some / sorted(os.listdir(root / some))[0], root / some / "more")
     status = _train(["--data", str(root), "--classes", "3", *QUICK, "--epochs", "1", "--strict"], tmp_path)
     assert status == 0, capsys.readouterr()
     (run,) = (tmp_path / "runs").iterdir()
     listed = (run / "skipped_images.txt").read_text().splitlines()
-    assert listed == [f"{root / some / 'scan.tif'}\tnot an image type keras-cam reads (.jpg, .jpeg, .png, .bmp, "
+    assert listed == [f"{root / some / 'more'}\ta folder inside a class folder: its images are not used (only the "
+                      "images directly inside a class folder are)",
+                      f"{root / some / 'scan.tif'}\tnot an image type keras-cam reads (.jpg, .jpeg, .png, .bmp, "
                       ".gif, .webp)"]
+
+
+def test_a_validation_class_that_training_does_not_have_is_listed_as_not_used(images, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(images, root / "train")
+    shutil.copytree(images, root / "val")
+    shutil.copytree(root / "val" / sorted(os.listdir(images))[0], root / "val" / "zebra")
+    status = _train(["--data", str(root), "--classes", "3", *QUICK, "--epochs", "1"], tmp_path)
+    assert status == 0, capsys.readouterr()
+    (run,) = (tmp_path / "runs").iterdir()
+    assert (run / "skipped_images.txt").read_text() == (
+        f"{root / 'val' / 'zebra'}\ta class folder that {root / 'train'} does not have: not used\n")
 
 
 def test_training_on_after_a_calibration_says_the_new_export_needs_its_own(images, tmp_path, capsys):
