@@ -204,15 +204,20 @@ def _new_config(args, training):
     return config
 
 
-def _remove_unstarted_run(run_dir):
+def _remove_unstarted_run(run_dir, model_dir):
     """Removes a fresh run folder that no epoch was committed in and that holds no
-    list of skipped images worth reading, so a mistake leaves nothing behind."""
+    list of skipped images worth reading, and its still empty model folder, so a
+    mistake leaves nothing behind."""
     import shutil
     skipped = os.path.join(run_dir, "skipped_images.txt")
     if os.path.exists(os.path.join(run_dir, "backup", "state.json")) or (
             os.path.exists(skipped) and os.path.getsize(skipped)):
         return
     shutil.rmtree(run_dir, ignore_errors=True)
+    try:
+        os.rmdir(model_dir)
+    except OSError:
+        pass  # gone already, or it holds a version
 
 
 EXPORT_RECORD = "export.json"  # in the run folder: the epochs and the version train.py last exported
@@ -257,9 +262,9 @@ def _train(args):
         return 130
     except WriteError:
         raise  # its message says how to resume: the run folder stays
-    except _user_errors():
+    except Exception:  # noqa: BLE001 - a mistake (or a full stdout) before the first epoch leaves nothing
         if not args.resume:
-            _remove_unstarted_run(run_dir)
+            _remove_unstarted_run(run_dir, base)
         raise
     skipped = result["skipped"]
     for path, reason in skipped[:10]:
@@ -267,8 +272,9 @@ def _train(args):
     target = export.next_version_dir(base)
     # Versions written after train.py's last export (evaluate.py --calibrate) carry a
     # tau chosen for the model before this training; the new export has the run's own.
-    since = (int(os.path.basename(str(previous["version"]))) if previous and
-             os.path.basename(str(previous.get("version"))).isdigit() else None)
+    last = str((previous or {}).get("version", ""))
+    since = (int(os.path.basename(last)) if os.path.basename(last).isdigit()
+             and os.path.dirname(last) == os.path.abspath(base) else None)
     others = [v for v in storage.version_numbers(base) if since is not None and v > since]
     try:
         export.export_saved_model(result["cam_model"], result["class_names"], target, tau=config.tau,
@@ -422,8 +428,9 @@ def _read_class_names(value):
     if not names:
         raise UserError(f"--class-names {value!r}: no class names found")
     repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise UserError(f"--class-names {value!r}: each class needs its own name; repeated: {', '.join(repeated)}")
+    if repeated:  # ImageNet's labels repeat "crane" (the bird, the machine): a note, not an error
+        print(f"note: --class-names {value!r} repeats {', '.join(repeated)}: those classes are told apart only "
+              f"by their class_id", file=sys.stderr)
     return names
 
 
@@ -527,14 +534,14 @@ def _evaluate(args):
                             f"{os.path.join(args.plot, 'box_acc.png')!r}")
         if os.path.splitext(args.plot)[1].lower() != ".png":
             raise UserError(f"--plot {args.plot!r}: the plot is written as PNG; give a file name ending in .png")
-        folder = os.path.dirname(os.path.abspath(args.plot))
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as error:
-            raise UserError(f"--plot {args.plot!r}: cannot make its folder {folder!r} "
-                            f"({error.strerror or error})") from None
-        if not os.access(folder, os.W_OK):
-            raise UserError(f"--plot {args.plot!r}: cannot write in {folder!r}")
+        # Its folder is made when the plot is written; here only checked that it can be.
+        folder = existing = os.path.dirname(os.path.abspath(args.plot))
+        while not os.path.lexists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise UserError(f"--plot {args.plot!r}: cannot make its folder {folder!r} ({existing!r} is a file)")
+        if not os.access(existing, os.W_OK):
+            raise UserError(f"--plot {args.plot!r}: cannot write in {existing!r}")
     from keras_cam import evaluation, inference
     examples, read_errors, source = _ground_truth(args)
     loaded = inference.load_saved_model(args.saved_model)

@@ -124,28 +124,37 @@ def make_run_dir(experiments_dir, now=None, saved_models_dir=None):
 
     Creation is exclusive (``os.mkdir``), so two runs started in the same minute get
     two folders. The run's name is also its SavedModel's name
-    (``saved_models_dir/NAME/<version>``): a name that a model there has already (a
-    run of another experiments folder, say) is passed over, so that two runs never
-    export into one model.
+    (``saved_models_dir/NAME/<version>``): with ``saved_models_dir`` the model folder
+    is created first, exclusively too, so that runs of two experiments folders started
+    in the same minute never export into one model.
 
     Args:
         experiments_dir: parent folder (created if missing).
         now: optional ``datetime`` (default: now).
-        saved_models_dir: optional folder of the run's exports.
+        saved_models_dir: optional folder of the run's exports (created if missing);
+            ``saved_models_dir/NAME`` is made (empty) beside the run folder.
 
     Returns:
         The path of the new folder.
     """
     os.makedirs(experiments_dir, exist_ok=True)
+    if saved_models_dir:
+        os.makedirs(saved_models_dir, exist_ok=True)
     name = (now or datetime.datetime.now()).strftime("experiment_%Y-%m-%d_%H_%M")
     for n in range(1, 10_000):
         run = name if n == 1 else f"{name}_{n}"
-        if saved_models_dir and os.path.lexists(os.path.join(saved_models_dir, run)):
+        model = os.path.join(saved_models_dir, run) if saved_models_dir else None
+        try:
+            if model:
+                os.mkdir(model)
+        except FileExistsError:
             continue
         try:
             os.mkdir(os.path.join(experiments_dir, run))
             return os.path.join(experiments_dir, run)
         except FileExistsError:
+            if model:
+                os.rmdir(model)
             continue
     raise RuntimeError(f"Could not create a run folder {name!r} in {experiments_dir!r}")
 
@@ -273,7 +282,9 @@ def _trim_log(path, epochs_done):
     """Keeps only the header and complete rows of committed epochs in ``log.csv``.
 
     A run killed after logging an epoch but before committing it would otherwise
-    log that epoch twice.
+    log that epoch twice. A log of a run started before keras-cam counted epochs
+    from 1 (its first row is epoch 0) is renumbered, so that the resumed epochs
+    follow on.
     """
     if not os.path.exists(path):
         return
@@ -283,6 +294,9 @@ def _trim_log(path, epochs_done):
         os.remove(path)  # CSVLogger writes a fresh header
         return
     width = len(lines[0].split(","))
+    if len(lines) > 1 and lines[1].split(",", 1)[0] == "0":
+        lines = lines[:1] + [f"{int(line.split(',', 1)[0]) + 1},{line.split(',', 1)[1]}"
+                             if line.split(",", 1)[0].isdigit() and "," in line else line for line in lines[1:]]
 
     def committed(line):
         epoch = line.split(",", 1)[0]

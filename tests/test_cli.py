@@ -179,16 +179,34 @@ def test_run_folders_are_unique_within_a_minute(tmp_path):
     assert os.path.basename(second) == "experiment_2026-01-02_03_04_2"
 
 
-def test_a_run_never_takes_the_name_of_a_model_another_experiments_folder_exported(tmp_path):
-    # The run's name is its SavedModel's name: runs of two experiments folders in one
-    # minute would otherwise export into one model (the second as version 2 of the first).
+def test_runs_of_two_experiments_folders_never_share_a_model(tmp_path):
+    # The run's name is its SavedModel's name: runs of two experiments folders started in
+    # one minute would otherwise export into one model (the second as version 2 of the first).
     now = datetime.datetime(2026, 1, 2, 3, 4)
     saved = tmp_path / "saved_models"
     first = training.make_run_dir(str(tmp_path / "a"), now, saved_models_dir=str(saved))
-    (saved / os.path.basename(first) / "1").mkdir(parents=True)
     second = training.make_run_dir(str(tmp_path / "b"), now, saved_models_dir=str(saved))
+    assert os.path.basename(first) == "experiment_2026-01-02_03_04"
     assert os.path.basename(second) == "experiment_2026-01-02_03_04_2"
-    assert os.listdir(tmp_path / "b") == ["experiment_2026-01-02_03_04_2"]
+    assert sorted(os.listdir(saved)) == ["experiment_2026-01-02_03_04", "experiment_2026-01-02_03_04_2"]
+
+
+def test_train_py_passes_over_a_name_its_saved_models_folder_has(tiny_data, tmp_path, capsys):
+    saved = tmp_path / "saved_models"
+    stamp = datetime.datetime.now()
+    taken = {(stamp + datetime.timedelta(minutes=m)).strftime("experiment_%Y-%m-%d_%H_%M") for m in (0, 1)}
+    for name in taken:  # another experiments folder's runs of this minute (and the next)
+        (saved / name / "1").mkdir(parents=True)
+    argv = ["--data", str(tiny_data / "train"), "--classes", "3", "--backbone", "tiny", "--weights", "none",
+            "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--quiet",
+            "--experiments-dir", str(tmp_path / "runs"), "--saved-models-dir", str(saved)]
+    assert cli.command_main("train", argv) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name not in taken and os.listdir(saved / run.name) == ["1"]
+    # A mistake found after the start leaves neither a run folder nor an empty model folder.
+    assert cli.command_main("train", [*argv[:3], "4", *argv[4:]]) == 2
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [run.name]
+    assert sorted(os.listdir(saved)) == sorted(taken | {run.name})
 
 
 def test_help_and_version_of_the_scripts():

@@ -210,7 +210,7 @@ def test_a_run_killed_during_the_objectness_fit_resumes_with_a_fitted_head(tmp_p
     assert cli.command_main("train", argv) != 0
     monkeypatch.undo()
     (run,) = (tmp_path / "runs").iterdir()
-    assert not (tmp_path / "saved" / run.name).exists()  # nothing exported with an unfitted head
+    assert not list((tmp_path / "saved" / run.name).iterdir())  # nothing exported with an unfitted head
     assert cli.command_main("train", ["--resume", str(run), "--saved-models-dir", str(tmp_path / "saved"),
                                       "--quiet"]) == 0
     best = load_cam_model(str(run / "checkpoints" / "best.keras")).get_layer(OBJECTNESS_NAME)

@@ -442,7 +442,7 @@ def test_full_disk_during_training_names_the_file_and_how_to_resume(tmp_path, mo
     # the last complete epoch is intact and is where --resume starts
     assert training.read_resume_state(str(run))["epoch"] == 1
     load_cam_model(run / "checkpoints" / "epoch_001.keras")
-    assert not list(run.rglob(".tmp-*")) and not (tmp_path / "models").exists()
+    assert not list(run.rglob(".tmp-*")) and not list((tmp_path / "models").glob("*/*"))  # no version
 
 
 def test_a_write_interrupted_midway_leaves_the_previous_file(tmp_path):
@@ -463,6 +463,10 @@ def test_log_rows_of_uncommitted_epochs_are_dropped(tmp_path):
     training._trim_log(str(log), 2)  # epochs 1 and 2 were committed
     assert log.read_text() == "epoch,accuracy,loss\n1,0.5,1.0\n2,0.6,0.9\n"
     assert training.read_log(str(log)) == {"epoch": [1.0, 2.0], "accuracy": [0.5, 0.6], "loss": [1.0, 0.9]}
+    # A log from before epochs were counted from 1 is renumbered, then trimmed the same way.
+    log.write_text("epoch,accuracy,loss\n0,0.5,1.0\n1,0.6,0.9\n2,0.7,0.8\n3,0.7")
+    training._trim_log(str(log), 2)
+    assert log.read_text() == "epoch,accuracy,loss\n1,0.5,1.0\n2,0.6,0.9\n"
 
 
 def test_runs_started_together_get_their_own_folders(tmp_path):
