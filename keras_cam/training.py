@@ -294,9 +294,11 @@ def _trim_log(path, epochs_done):
         os.remove(path)  # CSVLogger writes a fresh header
         return
     width = len(lines[0].split(","))
-    if len(lines) > 1 and lines[1].split(",", 1)[0] == "0":
-        lines = lines[:1] + [f"{int(line.split(',', 1)[0]) + 1},{line.split(',', 1)[1]}"
-                             if line.split(",", 1)[0].isdigit() and "," in line else line for line in lines[1:]]
+    if len(lines) > 1 and lines[1].startswith("0,"):
+        def renumbered(line):
+            epoch, comma, rest = line.partition(",")
+            return f"{int(epoch) + 1},{rest}" if comma and epoch.isdigit() else line
+        lines = lines[:1] + [renumbered(line) for line in lines[1:]]
 
     def committed(line):
         epoch = line.split(",", 1)[0]
@@ -337,7 +339,8 @@ def prepare_data(config, run_dir):
         BadImagesError: an unreadable image in a strict run.
     """
     train_dir, val_dir = os.path.join(config.data, "train"), os.path.join(config.data, "val")
-    if os.path.isdir(train_dir) and os.path.isdir(val_dir):
+    split_layout = os.path.isdir(train_dir) and os.path.isdir(val_dir)
+    if split_layout:
         train = data.scan_folder(train_dir)
         val = data.scan_folder(val_dir, class_names=train.class_names)
     else:
@@ -353,7 +356,7 @@ def prepare_data(config, run_dir):
     # JPEGs or a nested folder are not left out unnoticed (they do not stop a --strict
     # run), and so are class folders of DATA/val that DATA/train does not have.
     skipped = unreadable + data.left_out(paths)
-    if os.path.isdir(train_dir) and os.path.isdir(val_dir):
+    if split_layout:
         skipped += [(os.path.join(val_dir, d), f"a class folder that {train_dir} does not have: not used")
                     for d in sorted(os.listdir(val_dir)) if not d.startswith(".")
                     and os.path.isdir(os.path.join(val_dir, d)) and data.readable_name(d) not in names]
