@@ -16,8 +16,10 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(BIN)/keras-cam demo
 
+# Two pytest workers (pytest-xdist): most tests wait on process start-up and small
+# training runs, so two of them share the 2-core CI machine well (~10 min instead of ~15).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
