@@ -74,6 +74,9 @@ def _read_boxes_csv(path):
                 entry = out.setdefault(key, {"width": int(row["width"]), "height": int(row["height"]), "boxes": []})
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{path}:{line}: malformed row {row!r} ({error})") from None
+            if entry["width"] <= 0 or entry["height"] <= 0:
+                raise ValueError(f"{path}:{line}: the image's width and height must be positive. Received: "
+                                 f"width={row['width']}, height={row['height']}")
             entry["boxes"].append(box)
     for entry in out.values():
         entry["boxes"] = np.asarray(entry["boxes"], np.int32).reshape(-1, 4)
@@ -121,13 +124,21 @@ def csv_image_boxes(csv_path, data_dir, split=None):
         it reports the error there).
 
     Raises:
-        ValueError: a malformed CSV, or no row of ``split`` (the splits present are
-            named).
+        ValueError: a malformed CSV, no row of ``split`` (the splits present are
+            named), or rows of several splits, no ``split``, and a folder without a
+            ``<split>/`` sub-folder for each of them.
     """
     truth = read_boxes_csv(csv_path)
     if split is not None and not any(key[0] == split for key in truth):
         raise ValueError(f"{csv_path}: no rows with split {split!r}; splits present: "
                          f"{sorted({key[0] for key in truth})}")
+    splits = sorted({key[0] for key in truth})
+    missing = [s for s in splits if not os.path.isdir(os.path.join(data_dir, s))]
+    if split is None and len(splits) > 1 and missing:
+        # A folder laid out as <class>/<file> holds one split's images: rows of the other
+        # splits would be matched by file name to the wrong images.
+        raise ValueError(f"{csv_path} has rows of several splits {splits}, and {data_dir} has no "
+                         f"folder for {missing}: choose the split whose images are in it (--split NAME)")
     records = []
     for (row_split, name, filename), entry in truth.items():
         if split is not None and row_split != split:

@@ -87,6 +87,25 @@ def _number(accepts, expected):
 tau_value = _number(lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 box_extent_value = _number(lambda v: 0.0 <= v < float("inf"), "0 or a positive number")
 learning_rate_value = _number(lambda v: 0.0 < v < float("inf"), "a number > 0")
+fraction_value = _number(lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
+
+
+def _int_in(low, high, expected):
+    """An argparse ``type`` for an integer flag in ``[low, high]``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
+        return value
+    return parse
+
+
+# --image-size, --seed (NumPy's and TensorFlow's seeds are 32-bit), --feature-stride.
+image_size_value = _int_in(32, 2 ** 31 - 1, "an integer >= 32")
+seed_value = _int_in(0, 2 ** 32 - 1, "an integer in [0, 2**32 - 1]")
 
 
 # ---------------------------------------------------------------------------- train
@@ -101,18 +120,18 @@ def add_train_arguments(parser):
                         help=f"feature extractor {d}")
     parser.add_argument("--weights", default="imagenet",
                         help=f"'imagenet' (downloaded by Keras), 'none' (random init) or PATH to a weights file {d}")
-    parser.add_argument("--image-size", type=int, default=224, help=f"square input side in pixels {d}")
+    parser.add_argument("--image-size", type=image_size_value, default=224, help=f"square input side in pixels {d}")
     parser.add_argument("--epochs", type=positive_int, default=12, help=f"{d}")
     parser.add_argument("--batch-size", type=positive_int, default=32, help=f"{d}")
     parser.add_argument("--learning-rate", type=learning_rate_value, default=1e-3, help=f"Adam learning rate {d}")
-    parser.add_argument("--val-split", type=float, default=0.2,
+    parser.add_argument("--val-split", type=fraction_value, default=0.2,
                         help=f"fraction of each class held out for validation, unless DATA/val exists {d}")
     parser.add_argument("--checkpoint-every", type=positive_int, default=4, help=f"save a checkpoint every N epochs {d}")
     parser.add_argument("--train-layers", default="all", choices=["all", "head", "last_stage"],
                         help=f"which layers learn {d}")
     parser.add_argument("--tau", type=tau_value, default=0.2,
                         help=f"box threshold (fraction of the CAM's maximum) carried by the export {d}")
-    parser.add_argument("--feature-stride", type=int, default=None,
+    parser.add_argument("--feature-stride", type=positive_int, default=None,
                         help="half the backbone's output stride (16 for resnet50, resnet18, mobilenet_v2): the last "
                              "stage runs dilated at the previous resolution with the same weights, a 14x14 CAM at "
                              "224 px instead of 7x7 (default: the backbone's own)")
@@ -122,7 +141,7 @@ def add_train_arguments(parser):
                              "CAM x objectness (for mobilenet_v2 with --feature-stride 16: "
                              "block_12_add,block_13_project_BN, see BENCHMARKS.md) (default: none)")
     add_box_extent_argument(parser)
-    parser.add_argument("--seed", type=int, default=0, help=f"{d}")
+    parser.add_argument("--seed", type=seed_value, default=0, help=f"{d}")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue an interrupted run from its last checkpoint, with the run's own settings "
@@ -141,11 +160,11 @@ def _layer_names(text):
     return names
 
 
-def add_box_extent_argument(parser):
-    parser.add_argument("--box-extent", type=box_extent_value, default=0.0, metavar="K",
+def add_box_extent_argument(parser, default=0.0, default_text="%(default)s"):
+    parser.add_argument("--box-extent", type=box_extent_value, default=default, metavar="K",
                         help="box rule carried by the export: 0 boxes each CAM region by its bounding rectangle; "
                              "K > 0 by its moment box, the centre of its pixels +- K standard deviations along x "
-                             "and y (1.5 was best on real photos, see BENCHMARKS.md) (default: %(default)s)")
+                             f"and y (1.5 was best on real photos, see BENCHMARKS.md) (default: {default_text})")
 
 
 def add_precision_argument(parser):
@@ -170,8 +189,11 @@ def _resumed_config(args, training):
     config_path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(config_path):
         raise UserError(f"--resume {run_dir!r}: not a run folder (no config.json)")
-    with open(config_path) as f:
-        config = training.TrainConfig.from_json(f.read())
+    try:
+        with open(config_path) as f:
+            config = training.TrainConfig.from_json(f.read())
+    except (ValueError, TypeError) as error:  # not JSON, or not the settings of a run
+        raise UserError(f"--resume {run_dir!r}: unreadable run settings {config_path!r} ({error})") from None
     if not os.path.isabs(config.data) and not os.path.isdir(config.data):
         raise UserError(f"--resume {run_dir!r}: its config.json names the data folder {config.data!r}, a path "
                         f"relative to where the run was started (older keras-cam runs stored it so); "
@@ -289,7 +311,8 @@ def _train(args):
     if fit:
         print(f"Objectness head: fitted on {fit['positions']} positions of the training images' CAMs "
               f"({fit['object_share']:.0%} object), agreeing with them on {fit['train_accuracy']:.0%}")
-    print(f"SavedModel: {target}")
+    shown = os.path.relpath(target)  # as the run folder is shown: relative when below this directory
+    print(f"SavedModel: {target if shown.startswith(os.pardir) else shown}")
     if others:
         print(f"note: {os.path.join(base, str(max(others)))} (written after train.py's last export, e.g. by "
               f"evaluate.py --calibrate) was for the model before this training; {target} carries the run's "
@@ -406,7 +429,7 @@ def add_export_arguments(parser):
     parser.add_argument("--tau", type=tau_value, default=0.2,
                         help=f"box threshold (fraction of the CAM's maximum) carried by the export {d}")
     parser.add_argument("--max-boxes", type=positive_int, default=5, help=f"box slots per image in the outputs {d}")
-    add_box_extent_argument(parser)
+    add_box_extent_argument(parser, default=None, default_text="the run's own, from its config.json, else 0")
     parser.add_argument("--class-names", metavar="NAMES",
                         help="comma-separated class names in label order, or a file (JSON list, or one name "
                              "per line) (default: the run folder's class_names.json)")
@@ -446,13 +469,18 @@ def _export(args):
     say = print if not (args.quiet or args.json) else (lambda *_: None)
     say(f"Loading {checkpoint}")
     cam_model = load_cam_model(checkpoint)
+    box_extent = args.box_extent
+    if box_extent is None:  # the run's box rule, as its own export at the end of training had it
+        box_extent = export.run_box_extent(checkpoint) or 0.0
     shown = ", ".join(class_names[:6]) + (", ..." if len(class_names) > 6 else "")
-    say(f"Exporting {len(class_names)} classes ({shown}), tau {args.tau}, up to {args.max_boxes} boxes per image")
+    rule = f"moment boxes of {box_extent:g} sd" if box_extent else "bounding rectangles"
+    say(f"Exporting {len(class_names)} classes ({shown}), tau {args.tau}, {rule}, "
+        f"up to {args.max_boxes} boxes per image")
     export.export_saved_model(cam_model, class_names, target, tau=args.tau, max_boxes=args.max_boxes,
-                              box_extent=args.box_extent)
+                              box_extent=box_extent)
     if args.json:
         print(json.dumps({"saved_model": target, "checkpoint": checkpoint, "class_names": class_names,
-                          "tau": args.tau, "max_boxes": args.max_boxes}))
+                          "tau": args.tau, "max_boxes": args.max_boxes, "box_extent": box_extent}))
     else:
         say(f"SavedModel: {target}")
     return 0
@@ -552,10 +580,20 @@ def _evaluate(args):
     def progress(done, failed):
         bar.update(done - bar.done)
 
-    report = evaluation.evaluate_saved_model(loaded, examples, batch_size=args.batch_size, progress=progress,
-                                             criterion=args.calibrate_for)
+    unread = [{"image": p, "error": e} for p, e in read_errors]
+    try:
+        report = evaluation.evaluate_saved_model(loaded, examples, batch_size=args.batch_size, progress=progress,
+                                                 criterion=args.calibrate_for)
+    except evaluation.NothingEvaluatedError as error:
+        bar.close()
+        # The images that could not even be read count too: name every failure, then why none was scored.
+        for record in unread + error.errors:
+            print(f"{args.prog}: error: {record['image']}: {record['error']}", file=sys.stderr)
+        if not unread + error.errors:
+            raise UserError(f"No image to evaluate: {source} lists none") from None
+        raise UserError(str(evaluation.NothingEvaluatedError(unread + error.errors))) from None
     bar.close()
-    report["errors"] = [{"image": p, "error": e} for p, e in read_errors] + report["errors"]
+    report["errors"] = unread + report["errors"]
     report["num_failed"] = len(report["errors"])
     for record in report["errors"]:
         print(f"{args.prog}: error: {record['image']}: {record['error']}", file=sys.stderr)

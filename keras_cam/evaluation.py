@@ -149,6 +149,20 @@ def _score(example, class_id, out, size, accumulator):
             "iou_all_boxes": metrics.best_iou(served, truth_pixels), "num_boxes": n}
 
 
+class NothingEvaluatedError(ValueError):
+    """No image could be scored; ``errors`` holds why, as ``{"image", "error"}`` records."""
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        if self.errors:
+            first = self.errors[0]
+            message = (f"No image could be evaluated ({len(self.errors)} failed); "
+                       f"first error: {first['image']}: {first['error']}")
+        else:
+            message = "No image to evaluate: the source lists none"
+        super().__init__(message)
+
+
 def evaluate_saved_model(loaded, examples, thresholds=None, deltas=metrics.DEFAULT_DELTAS, batch_size=16,
                          progress=None, criterion=calibration.DEFAULT_CRITERION):
     """Scores a keras-cam SavedModel on images with true boxes.
@@ -185,7 +199,8 @@ def evaluate_saved_model(loaded, examples, thresholds=None, deltas=metrics.DEFAU
 
     Raises:
         inference.NotASavedModelError: the SavedModel has no ``localize_classes``.
-        ValueError: bad thresholds, deltas or batch size, or no image could be scored.
+        ValueError: bad thresholds, deltas or batch size.
+        NothingEvaluatedError: no image could be scored (a ``ValueError``).
     """
     if SIGNATURE not in loaded.signatures:
         raise inference.NotASavedModelError(
@@ -229,8 +244,7 @@ def evaluate_saved_model(loaded, examples, thresholds=None, deltas=metrics.DEFAU
     if batch:
         run(batch)
     if not rows:
-        first = f"; first error: {errors[0]['image']}: {errors[0]['error']}" if errors else ""
-        raise ValueError(f"No image could be evaluated ({len(errors)} failed){first}")
+        raise NothingEvaluatedError(errors)
     return _report(info, accumulator, rows, errors, criterion)
 
 

@@ -253,3 +253,18 @@ def find_checkpoint(source):
     else:
         name = os.path.splitext(os.path.basename(checkpoint))[0]
     return checkpoint, class_names, name
+
+
+def run_box_extent(checkpoint):
+    """The ``--box-extent`` the run of a checkpoint was trained with, from its run
+    folder's ``config.json`` (``RUN_DIR/checkpoints/*.keras``); None when the file has
+    no run folder or it does not say."""
+    folder = os.path.dirname(os.path.abspath(checkpoint))
+    if os.path.basename(folder) != "checkpoints":
+        return None
+    try:
+        with open(os.path.join(os.path.dirname(folder), "config.json")) as f:
+            value = json.load(f).get("box_extent")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

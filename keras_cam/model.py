@@ -12,6 +12,7 @@ inside the model.
 import dataclasses
 import math
 import os
+import zipfile
 
 import keras
 
@@ -421,5 +422,14 @@ def load_cam_model(path):
 
     Returns:
         The ``keras.Model``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a ``.keras`` archive (Keras would call it missing).
     """
-    return keras.saving.load_model(os.fspath(path), safe_mode=True, compile=False)
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No .keras checkpoint at {path!r}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path!r} is not a .keras checkpoint: a .keras file is a zip archive saved by Keras")
+    return keras.saving.load_model(path, safe_mode=True, compile=False)

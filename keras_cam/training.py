@@ -87,8 +87,16 @@ def check_config(config):
             raise ValueError(f"{flag} must be a positive integer. Received: {value!r}")
     if not (math.isfinite(config.learning_rate) and config.learning_rate >= 0):  # 0: nothing learns (tests use it)
         raise ValueError(f"--learning-rate must be a number >= 0. Received: {config.learning_rate!r}")
+    if config.image_size < 32:
+        raise ValueError(f"--image-size must be at least 32. Received: {config.image_size!r}")
     if not 0.0 <= config.val_split < 1.0:
         raise ValueError(f"--val-split must be in [0, 1). Received: {config.val_split!r}")
+    if not (isinstance(config.seed, int) and 0 <= config.seed < 2 ** 32):
+        raise ValueError(f"--seed must be an integer in [0, 2**32 - 1]. Received: {config.seed!r}")
+    weights = config.weights
+    if isinstance(weights, str) and weights.lower() not in ("imagenet", "none") and not os.path.isfile(weights):
+        raise ValueError(f"--weights {weights!r}: no such file (give 'imagenet', 'none' or the path of a weights "
+                         f"file)")
     # Used only by the export at the end: checked now, not after the epochs.
     if not 0.0 <= config.tau < 1.0:
         raise ValueError(f"--tau must be in [0, 1). Received: {config.tau!r}")
@@ -346,6 +354,9 @@ def prepare_data(config, run_dir):
     else:
         train, val = data.split_folder(data.scan_folder(config.data), config.val_split, seed=config.seed)
     names = train.class_names
+    if len(names) != config.classes and os.path.isfile(os.path.join(run_dir, "class_names.json")):
+        raise ValueError(f"{config.data!r} now has {len(names)} class folders {names}, but this run was "
+                         f"started with {config.classes} classes: the data changed since the run started")
     if len(names) != config.classes:
         raise ValueError(
             f"--classes {config.classes} does not match the {len(names)} class folders found in "

@@ -127,6 +127,21 @@ def test_export_round_trip(run_dir, cam_model, tmp_path, capsys):
     assert record["tau"] == 0.2 and record["class_names"] == CLASS_NAMES
 
 
+def test_export_keeps_the_runs_box_rule_unless_given(run_dir, tmp_path, capsys):
+    from keras_cam import evaluation, inference
+    (run_dir / "config.json").write_text(json.dumps({"data": "d", "classes": 3, "box_extent": 1.5}))
+    saved_models = tmp_path / "sm"
+    extents = []
+    for extra in ([], ["--box-extent", "0"]):
+        assert cli.main(["export", str(run_dir), "--saved-models-dir", str(saved_models), "--json", *extra]) == 0
+        record = json.loads(capsys.readouterr().out)
+        loaded = inference.load_saved_model(record["saved_model"])
+        extents.append((record["box_extent"], evaluation.model_metadata(loaded)["box_extent"]))
+    assert extents == [(1.5, 1.5), (0.0, 0.0)]
+    assert cli.main(["export", str(run_dir), "--saved-models-dir", str(saved_models)]) == 0
+    assert "tau 0.2, moment boxes of 1.5 sd, up to 5 boxes per image" in capsys.readouterr().out
+
+
 def test_export_a_keras_file_with_class_names(run_dir, tmp_path, capsys):
     import tensorflow as tf
     checkpoint = tmp_path / "model.keras"
@@ -176,6 +191,10 @@ def test_export_needs_a_checkpoint_and_class_names(tmp_path, cam_model, capsys):
     assert "No run folder or .keras file" in capsys.readouterr().err
     assert cli.main(["export", str(tmp_path)]) == 2
     assert "best.keras" in capsys.readouterr().err
+    (tmp_path / "text.keras").write_text("not a zip archive")
+    assert cli.main(["export", str(tmp_path / "text.keras"), "--class-names", "a,b,c"]) == 2
+    assert f"{str(tmp_path / 'text.keras')!r} is not a .keras checkpoint: a .keras file is a zip archive" \
+        in capsys.readouterr().err
     cam_model.save(str(tmp_path / "lonely.keras"))
     assert cli.main(["export", str(tmp_path / "lonely.keras"), "--saved-models-dir", str(tmp_path)]) == 2
     assert "give --class-names" in capsys.readouterr().err

@@ -231,6 +231,10 @@ def test_boxes_csv_from_excel_byte_order_mark_and_semicolons(tmp_path):
     (tmp_path / "semi.csv").write_text("\n".join(r.replace(",", ";") for r in rows) + "\n")
     with pytest.raises(ValueError, match="semi.csv: the header looks semicolon-separated .*; expected commas: split,"):
         annotations.read_boxes_csv(str(tmp_path / "semi.csv"))
+    (tmp_path / "zero.csv").write_text(rows[0] + "\nval,disk,x.png,0,8,0,0,0,4\n")
+    with pytest.raises(ValueError, match=r"zero.csv:2: the image's width and height must be positive. "
+                                         r"Received: width=0, height=8"):
+        annotations.read_boxes_csv(str(tmp_path / "zero.csv"))
     (tmp_path / "latin1.csv").write_bytes(("\n".join(rows) + "\nval,dïsk,y.png,8,8,0,0,4,4\n").encode("latin-1"))
     with pytest.raises(ValueError, match="latin1.csv: not UTF-8 text"):
         annotations.read_boxes_csv(str(tmp_path / "latin1.csv"))
@@ -528,6 +532,39 @@ def test_cli_table_and_exit_status(exported, images, tmp_path, capsys):
     assert "6 images of" in out and "(1 failed, not counted)" in out
     missing = images["root"] / "val" / "disk" / "missing.png"
     assert err.strip().splitlines() == [f"evaluate.py: error: {missing}: cannot read file (No such file or directory)"]
+
+
+def test_cli_names_why_no_image_could_be_scored(exported, images, tmp_path, capsys):
+    csv_path = _truth_csv(images, tmp_path / "boxes.csv", _own_boxes(images, TAU))
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{images['paths'][0]}\tno_such_class\n{tmp_path / 'gone.png'}\tdisk\n")
+    code, out, err = _run_cli(capsys, "--saved_model", exported, "--images-list", listed, "--boxes", csv_path)
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 3
+    name = os.path.basename(images["paths"][0])
+    assert lines[0] == f"evaluate.py: error: {images['paths'][0]}: no box for class 'no_such_class', file {name!r}"
+    assert lines[1] == f"evaluate.py: error: {tmp_path / 'gone.png'}: cannot read file (No such file or directory)"
+    assert lines[-1].startswith("evaluate.py: error: No image could be evaluated (2 failed); first error: ")
+    listed.write_text("# nothing listed\n")
+    code, _, err = _run_cli(capsys, "--saved_model", exported, "--images-list", listed, "--boxes", csv_path)
+    assert code == 2 and err.strip() == f"evaluate.py: error: No image to evaluate: {listed} lists none"
+
+
+def test_csv_of_several_splits_needs_the_split_for_a_flat_folder(tmp_path):
+    for split in ("train", "test"):  # the same file name in both splits, as generated data sets have
+        (tmp_path / split / "a").mkdir(parents=True)
+        (tmp_path / split / "a" / "x.png").write_bytes(b"1")
+    path = _write_csv(tmp_path / "boxes.csv", [("train", "a", "x.png", 10, 20, 0, 0, 5, 5),
+                                                ("test", "a", "x.png", 10, 20, 1, 1, 4, 4)])
+    # Rows of the other split would be scored against the same-named image: refused.
+    with pytest.raises(ValueError, match=r"rows of several splits \['test', 'train'\], and .*test has no folder "
+                                         r"for \['test', 'train'\]: choose the split .*\(--split NAME\)"):
+        annotations.csv_image_boxes(path, str(tmp_path / "test"))
+    (test,) = annotations.csv_image_boxes(path, str(tmp_path / "test"), split="test")
+    assert test.image == str(tmp_path / "test" / "a" / "x.png") and test.boxes.tolist() == [[1, 1, 4, 4]]
+    # With a <split>/ folder for each split, every row finds its own image.
+    records = annotations.csv_image_boxes(path, str(tmp_path))
+    assert [r.image for r in records] == [str(tmp_path / s / "a" / "x.png") for s in ("train", "test")]
 
 
 def test_cli_tfds_mock_end_to_end(exported, tmp_path, capsys):

@@ -50,6 +50,11 @@ def test_the_library_refuses_the_same_counts():
     ("--tau", "-0.1", "must be a number in [0, 1), got -0.1"),
     ("--box-extent", "-1", "must be 0 or a positive number, got -1"),
     ("--box-extent", "inf", "must be 0 or a positive number, got inf"),
+    ("--val-split", "1", "must be a fraction in [0, 1), got 1"),
+    ("--image-size", "8", "must be an integer >= 32, got 8"),
+    ("--seed", "-3", "must be an integer in [0, 2**32 - 1], got -3"),
+    ("--seed", "99999999999", "must be an integer in [0, 2**32 - 1], got 99999999999"),
+    ("--feature-stride", "0", "must be a positive integer, got 0"),
 ])
 def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, flag, value, message, capsys):
     # --tau and --box-extent are used only by the export at the end: refused now, not after the epochs.
@@ -64,6 +69,10 @@ def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, flag, val
     ("learning_rate", -1.0, "--learning-rate must be a number >= 0. Received: -1.0"),
     ("tau", 1.5, "--tau must be in [0, 1). Received: 1.5"),
     ("box_extent", float("nan"), "--box-extent must be 0 or a positive number. Received: nan"),
+    ("image_size", 8, "--image-size must be at least 32. Received: 8"),
+    ("seed", -3, "--seed must be an integer in [0, 2**32 - 1]. Received: -3"),
+    ("weights", "/nonexistent/w.h5",
+     "--weights '/nonexistent/w.h5': no such file (give 'imagenet', 'none' or the path of a weights file)"),
 ])
 def test_the_library_refuses_the_same_settings_before_a_run_starts(field, value, message):
     config = training.TrainConfig(data="x", classes=3, **{field: value})
@@ -75,6 +84,39 @@ def test_a_mistake_found_after_start_removes_the_fresh_run_folder(images, tmp_pa
     status = _train(["--data", str(images), "--classes", "4", *QUICK, "--epochs", "1"], tmp_path)
     assert status == 2 and "--classes 4 does not match the 3 class folders" in capsys.readouterr().err
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_missing_weights_file_is_refused_before_a_run_folder_is_made(images, tmp_path, capsys):
+    missing = tmp_path / "nope.weights.h5"
+    argv = ["--data", str(images), "--classes", "3", "--backbone", "tiny", "--weights", str(missing)]
+    assert _train(argv, tmp_path) == 2
+    assert f"train.py: error: --weights {str(missing)!r}: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resuming_with_an_unreadable_config_names_the_file(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{bad")
+    assert cli.command_main("train", ["--resume", str(run)], prog="train.py") == 2
+    err = capsys.readouterr().err
+    assert f"train.py: error: --resume {str(run)!r}: unreadable run settings {str(run / 'config.json')!r} (" in err
+    (run / "config.json").write_text('{"no_such_setting": 1}')  # JSON, but not a run's settings
+    assert cli.command_main("train", ["--resume", str(run)], prog="train.py") == 2
+    assert "unreadable run settings" in capsys.readouterr().err
+
+
+def test_a_class_folder_added_before_a_resume_is_named_as_a_change_of_the_data(images, tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    shutil.copytree(images, data_dir)
+    assert _train(["--data", str(data_dir), "--classes", "3", *QUICK, "--epochs", "1"], tmp_path) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    shutil.copytree(data_dir / "disk", data_dir / "zebra")
+    capsys.readouterr()
+    assert cli.command_main("train", ["--resume", str(run), "--epochs", "2"], prog="train.py") == 2
+    err = capsys.readouterr().err
+    assert "now has 4 class folders ['disk', 'square', 'triangle', 'zebra'], but this run was started with 3 " \
+           "classes: the data changed since the run started" in err and "--classes" not in err
 
 
 def test_read_log_takes_na_as_nan(tmp_path):
