@@ -9,7 +9,8 @@ SavedModel.
 Signatures (all return the same named outputs):
     ``serving_default``: ``image_bytes`` DT_STRING [-1], encoded JPEG/PNG/BMP/GIF of
         any size; decoding and resizing happen in the graph.
-    ``predict_images``: ``images`` float32 [-1, S, S, 3], RGB 0-255 at input size.
+    ``predict_images``: ``images`` float32 [-1, S, S, 3], RGB 0-255 at input size
+        (another size is refused: TF Serving does not check shapes).
     ``localize_classes``: ``image_bytes`` DT_STRING [-1] and ``class_ids`` DT_INT32
         [-1], one class per image: the CAM and boxes of that class instead of the
         predicted one (evaluation needs the true class's map for GT-known Loc).
@@ -21,7 +22,8 @@ objectness head), the boxes being drawn on ``cam.maps_from_cams(cams, objectness
 (0 marks padding), ``num_boxes`` [-1] and ``image_sizes`` [-1, 2] (height, width of
 the input image, to turn normalized boxes into pixels). ``class_ids``,
 ``class_names``, ``scores`` (that class's probability), ``cams`` and the boxes are
-those of the predicted class, or of the given class for ``localize_classes``.
+those of the predicted class, or of the given class for ``localize_classes``. An
+empty batch gets empty outputs.
 """
 
 import json
@@ -80,6 +82,20 @@ class CamServingModule(tf.Module):
         self.metadata = tf.function(self._metadata, input_signature=[])
 
     def _localize(self, images, image_sizes, class_ids=None):
+        # An empty batch (a gRPC client may send one) gets empty outputs: Keras layers
+        # cannot run on 0 images, so the graph runs on one blank image and keeps none.
+        count = tf.shape(images)[0]
+        images = tf.cond(count > 0, lambda: images,
+                         lambda: tf.zeros([1, self.image_size, self.image_size, 3], images.dtype))
+        if class_ids is not None:
+            sized = tf.debugging.assert_equal(tf.size(class_ids), count,
+                                              message="localize_classes needs one class_id per image")
+            with tf.control_dependencies([sized]):
+                class_ids = tf.cond(count > 0, lambda: tf.identity(class_ids), lambda: tf.zeros([1], tf.int32))
+        outputs = self._outputs(images, class_ids)
+        return {**{k: v[:count] for k, v in outputs.items()}, "image_sizes": image_sizes}
+
+    def _outputs(self, images, class_ids):
         outputs = self.model(images, training=False)
         logits, features = outputs["logits"], outputs["features"]
         probabilities = tf.nn.softmax(logits, axis=-1)
@@ -88,8 +104,6 @@ class CamServingModule(tf.Module):
         else:
             num_classes = tf.shape(logits, out_type=tf.int32)[1]
             checks = [
-                tf.debugging.assert_equal(tf.size(class_ids), tf.shape(logits)[0],
-                                          message="localize_classes needs one class_id per image"),
                 tf.debugging.assert_non_negative(class_ids, message="class_ids must be >= 0"),
                 tf.debugging.assert_less(class_ids, num_classes,
                                          message="class_ids must be below the number of classes"),
@@ -113,11 +127,19 @@ class CamServingModule(tf.Module):
             "boxes": boxes,
             "box_scores": box_scores,
             "num_boxes": num_boxes,
-            "image_sizes": image_sizes,
         }
 
     def _predict_images(self, images):
-        sizes = tf.tile([[self.image_size, self.image_size]], [tf.shape(images)[0], 1])
+        # TF Serving passes any shape through: a float array of another size would be
+        # answered with maps and boxes of the wrong frame, so it is refused here.
+        size = self.image_size
+        checked = tf.debugging.assert_equal(
+            tf.shape(images)[1:3], [size, size],
+            message=f"predict_images takes images of {size}x{size} pixels (the model's input); send photos of "
+                    f"other sizes as encoded bytes to serving_default")
+        with tf.control_dependencies([checked]):
+            images = tf.identity(images)
+        sizes = tf.tile([[size, size]], [tf.shape(images)[0], 1])
         return self._localize(images, sizes)
 
     def _serve_bytes(self, image_bytes, class_ids=None):

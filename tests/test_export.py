@@ -150,6 +150,23 @@ def test_rest_request_format(exported, sample_images):
         assert out["probabilities"].shape == (2, 3)
 
 
+def test_the_readmes_request_body_is_what_the_server_decodes(exported, tmp_path):
+    """The README's shell lines that write request.json, run as written on a photo too
+    large for one command-line argument once base64-encoded (the reason for the file)."""
+    readme = open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md")).read()
+    start = readme.index("(printf '{\"signature_name\"")
+    script = readme[start:readme.index("request.json", start) + len("request.json")]
+    rng = np.random.default_rng(0)
+    photo = encode(rng.integers(0, 256, (400, 600, 3), dtype=np.uint8), ".png")
+    assert len(photo) > 200_000  # base64 of it exceeds Linux's 128 KiB per argument
+    (tmp_path / "photo.jpg").write_bytes(photo)
+    subprocess.run(["bash", "-c", script], cwd=tmp_path, check=True, timeout=60)
+    signature, tensor = _rest_request_to_tensor((tmp_path / "request.json").read_text())
+    assert signature == "serving_default" and tensor.numpy().tolist() == [photo]
+    out = tf.saved_model.load(exported).signatures[signature](image_bytes=tensor)
+    assert out["image_sizes"].numpy().tolist() == [[400, 600]]
+
+
 @pytest.mark.parametrize("payload", [b"", b"not an image at all", b"<html><body>hi</body></html>",
                                      b"\x89PNG\r\n\x1a\n" + b"\x00" * 20])
 def test_garbage_bytes_fail_the_request_not_the_model(exported, sample_images, payload):
@@ -159,3 +176,27 @@ def test_garbage_bytes_fail_the_request_not_the_model(exported, sample_images, p
         serve(image_bytes=tf.constant([payload]))
     good = serve(image_bytes=tf.constant([encode(sample_images[0])]))
     assert good["probabilities"].shape == (1, 3)
+
+
+def test_an_empty_batch_gets_empty_outputs(exported):
+    loaded = tf.saved_model.load(exported)
+    outputs = [loaded.signatures["serving_default"](image_bytes=tf.constant([], tf.string)),
+               loaded.signatures["predict_images"](images=tf.zeros([0, IMAGE_SIZE, IMAGE_SIZE, 3])),
+               loaded.signatures["localize_classes"](image_bytes=tf.constant([], tf.string),
+                                                     class_ids=tf.constant([], tf.int32))]
+    for out in outputs:
+        assert out["probabilities"].shape == (0, 3) and out["boxes"].shape == (0, 5, 4)
+        assert out["cams"].shape[0] == 0 and out["image_sizes"].shape == (0, 2) and out["num_boxes"].shape == (0,)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one class_id per image"):
+        loaded.signatures["localize_classes"](image_bytes=tf.constant([], tf.string), class_ids=tf.constant([1]))
+
+
+@pytest.mark.parametrize("shape", [(1, IMAGE_SIZE // 2, IMAGE_SIZE // 2, 3), (2, IMAGE_SIZE * 2, IMAGE_SIZE, 3)])
+def test_predict_images_refuses_another_size(exported, shape):
+    loaded = tf.saved_model.load(exported)
+    predict = loaded.signatures["predict_images"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"predict_images takes images of {IMAGE_SIZE}x"
+                                                             f"{IMAGE_SIZE} pixels"):
+        predict(images=tf.zeros(shape))
+    good = predict(images=tf.random.uniform((2, IMAGE_SIZE, IMAGE_SIZE, 3), 0, 255))
+    assert good["image_sizes"].numpy().tolist() == [[IMAGE_SIZE, IMAGE_SIZE]] * 2
