@@ -37,7 +37,7 @@ import _common  # noqa: E402
 from wsol6 import centre_box, summarize  # noqa: E402
 
 SIZE = 224
-TAUS = np.round(np.arange(0.0, 0.95, 0.01), 2)
+TAUS = np.arange(95) / 100.0  # 0.00 ... 0.94, as metrics.default_thresholds() spells its values
 RECIPE_EXTENT = 1.5
 SQRT3_EXTENT = 1.73  # a candidate tried in session 5; the recipe keeps RECIPE_EXTENT
 # Feature caches: name -> (input size, feature_stride, layer or None for the features, flipped)

@@ -285,6 +285,9 @@ def error_reason(error):
     line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line)
     line = re.sub(r"\s*\[Op:\w+\].*$", "", line)
     line = re.sub(r"^assertion failed: \[(.*?)\].*$", r"\1", line)
+    if isinstance(error, (tf.errors.NotFoundError, tf.errors.PermissionDeniedError)) and "; " in line:
+        # TF's file errors read "<path>; <reason>": the path is named beside the reason already.
+        return f"cannot read file ({line.rsplit('; ', 1)[1].strip()})"
     return line.strip() or type(error).__name__
 
 

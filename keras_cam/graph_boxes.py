@@ -24,11 +24,13 @@ on that small run graph by max-label propagation with tree hooking and pointer
 jumping (FastSV-style), which ends in a handful of iterations instead of one
 per pixel of region diameter.
 
-Speed (2-core CPU, B=16, 224x224, traced ``tf.function``): ~4 ms for maps of a
-few Gaussian blobs, ~6.5 ms for 7x7 maps upsampled to 224 (what serving sees),
-~70-90 ms for pure noise maps with ~10^5 regions per batch (the cost follows the
-number of runs). Pixel-level max-pool propagation, measured first, took 120 ms
-to 1.3 s on blob maps: one 3x3 max-pool over the batch costs ~5 ms here.
+Speed: the cost follows the number of runs, not of pixels, so maps of a few blobs
+(what serving sees) are cheap and pure noise maps with many regions are the slow
+case. What CAM and boxes together cost next to the classifier's forward pass is
+measured by ``benchmarks/infer_speed.py`` (side ``predict``; BENCHMARKS.md, "Speed").
+Pixel-level max-pool propagation, the first design tried during development, was
+one to two orders of magnitude slower on blob maps (one 3x3 max-pool over the batch
+per step of region diameter).
 """
 
 import tensorflow as tf
@@ -112,7 +114,7 @@ def _edges(starts, ends, num_runs, offsets, needed=None):
     if needed is not None:
         found = found & (tf.gather(needed, src) | tf.gather(needed, dst))
     # Offset-major order keeps src and dst sorted within each block: segment
-    # reductions over sorted ids measured ~5x faster than over shuffled ones.
+    # reductions over sorted ids are faster than over shuffled ones.
     src = tf.reshape(tf.transpose(tf.reshape(src, [-1, len(offsets)])), [-1])
     dst = tf.reshape(tf.transpose(tf.reshape(dst, [-1, len(offsets)])), [-1])
     found = tf.reshape(tf.transpose(tf.reshape(found, [-1, len(offsets)])), [-1])

@@ -22,13 +22,15 @@ from keras_cam.model import HEAD_NAME
 IMAGES_TAG = "val_images"
 
 
-def localize_images(cam_model, images, tau=box_rule.DEFAULT_TAU):
+def localize_images(cam_model, images, tau=box_rule.DEFAULT_TAU, box_extent=box_rule.DEFAULT_BOX_EXTENT):
     """Classifies a batch and finds each image's CAM and boxes with the box rule.
 
     Args:
         cam_model: a model from ``keras_cam.model.build_cam_model``.
         images: float32 or uint8 (B, S, S, 3), RGB 0-255 at the model input size S.
         tau: box threshold in [0, 1).
+        box_extent: the box rule's ``box_extent`` (``keras_cam.boxes``): 0 for
+            bounding rectangles, k > 0 for moment boxes.
 
     Returns:
         dict with ``class_ids`` int32 (B,), ``scores`` float32 (B,) (softmax
@@ -49,7 +51,7 @@ def localize_images(cam_model, images, tau=box_rule.DEFAULT_TAU):
         "class_ids": class_ids,
         "scores": probabilities.max(axis=-1),
         "maps": maps,
-        "boxes": [box_rule.boxes_from_cam(m, tau, all_regions=True)[0] for m in maps],
+        "boxes": [box_rule.boxes_from_cam(m, tau, all_regions=True, box_extent=box_extent)[0] for m in maps],
     }
 
 
@@ -105,15 +107,18 @@ class CamImagesCallback(keras.callbacks.Callback):
         log_dir: folder of the event file, e.g. ``RUN_DIR/tensorboard/val_images``.
         every: period in epochs (the checkpoint period).
         tau: box threshold for the drawn boxes.
+        box_extent: the box rule's ``box_extent`` for the drawn boxes.
     """
 
-    def __init__(self, cam_model, paths, class_names, log_dir, every=1, tau=box_rule.DEFAULT_TAU):
+    def __init__(self, cam_model, paths, class_names, log_dir, every=1, tau=box_rule.DEFAULT_TAU,
+                 box_extent=box_rule.DEFAULT_BOX_EXTENT):
         super().__init__()
         self.cam_model = cam_model
         self.class_names = list(class_names)
         self.log_dir = log_dir
         self.every = max(1, int(every))
         self.tau = tau
+        self.box_extent = box_extent
         self.images = load_images(paths, int(cam_model.inputs[0].shape[1])) if paths else None
         self._writer = None
 
@@ -123,7 +128,7 @@ class CamImagesCallback(keras.callbacks.Callback):
             return
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
-        localized = localize_images(self.cam_model, self.images, self.tau)
+        localized = localize_images(self.cam_model, self.images, self.tau, self.box_extent)
         pictures = draw_localizations(self.images, localized, self.class_names)
         with self._writer.as_default():
             tf.summary.image(IMAGES_TAG, pictures, step=epoch, max_outputs=len(pictures),

@@ -473,7 +473,7 @@ def train(config, run_dir, verbose=1, log=None):
         # A few validation images with CAM and boxes at each checkpoint epoch (TensorBoard "Images").
         summaries.CamImagesCallback(cam_model, summaries.pick_spread(val_set.paths or train_set.paths, 4),
                                     train_set.class_names, os.path.join(run_dir, "tensorboard", "val_images"),
-                                    every=config.checkpoint_every),
+                                    every=config.checkpoint_every, tau=config.tau, box_extent=config.box_extent),
     ]
     callbacks.append(ResumeCallback(backup))  # last: the commit point of each epoch
     if initial_epoch < config.epochs:

@@ -8,8 +8,6 @@ process, a hang, or an allocation sized by a forged header.
 import faulthandler
 import resource
 import struct
-import time
-from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -24,7 +22,8 @@ from keras_cam import data, inference
 SEEDS = valid_images()
 # mutations of an animated WebP (refused whole) reach the decoder once its flag bit flips
 MUTATION_SEEDS = {**SEEDS, "webp_animated": animated("WEBP", [rgb(12, 17, seed=s) for s in (1, 2)])}
-FUZZ = settings(deadline=timedelta(seconds=5), database=None,
+# No deadline: time is not what these tests check (the guards below turn a hang into a failure).
+FUZZ = settings(deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
@@ -159,12 +158,11 @@ def test_infer_path_gives_a_record_per_image(loaded, fuzz_dir, blob):
 def test_huge_declared_sizes_are_refused_before_allocation(serve, name, width, height):
     blob = declaring(SEEDS[name], width, height)
     peak_before = _peak_memory()
-    start = time.monotonic()
     for call in (lambda: _decode(tf.constant(blob)), lambda: serve(image_bytes=tf.constant([blob]))):
         with pytest.raises(tf.errors.InvalidArgumentError, match="Image too large"):
             call()
-    assert time.monotonic() - start < 5.0
-    # 30000 x 30000 RGB would be 2.7 GB; nothing near that was allocated
+    # 30000 x 30000 RGB would be 2.7 GB, above any earlier peak of this process (ru_maxrss
+    # is a high-water mark, so this sees allocations that would exceed it): none was made.
     assert _peak_memory() - peak_before < 200 * 2**20
 
 

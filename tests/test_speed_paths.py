@@ -131,12 +131,23 @@ def test_infer_without_cpu_support_is_a_one_line_error(exported, folder, monkeyp
     assert "needs a CPU with native bfloat16" in err and "Traceback" not in err
 
 
-def test_running_in_restores_the_previous_setting():
-    before = tf.config.optimizer.get_experimental_options().get("auto_mixed_precision_onednn_bfloat16", False)
-    with precision.running_in("float32"):
-        pass
-    assert tf.config.optimizer.get_experimental_options().get(
-        "auto_mixed_precision_onednn_bfloat16", False) == before
+def test_running_in_restores_the_previous_setting(monkeypatch):
+    # Only the graph rewrite's switch is looked at: no graph runs, so any CPU will do.
+    monkeypatch.setattr(precision, "cpu_flags", lambda: set(precision.BFLOAT16_CPU_FLAGS))
+
+    def rewrite():
+        return tf.config.optimizer.get_experimental_options().get("auto_mixed_precision_onednn_bfloat16", False)
+
+    before = rewrite()
+    try:
+        for outer, inner in (("float32", "bfloat16"), ("bfloat16", "float32")):
+            with precision.running_in(outer):
+                with precision.running_in(inner):
+                    assert rewrite() == (inner == "bfloat16")
+                assert rewrite() == (outer == "bfloat16")  # the inner block gave back the outer's setting
+            assert rewrite() == before
+    finally:
+        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": before})
 
 
 @needs_bfloat16

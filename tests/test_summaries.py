@@ -51,6 +51,12 @@ def test_localize_images_follows_the_box_rule(cam_model, image_files):
     for score_map, found in zip(localized["maps"], localized["boxes"]):
         assert score_map.min() >= 0.0 and score_map.max() == pytest.approx(1.0)
         np.testing.assert_array_equal(found, box_rule.boxes_from_cam(score_map, 0.3, all_regions=True)[0])
+    # A run's moment boxes (--box-extent) are what its pictures show too.
+    moments = summaries.localize_images(cam_model, images, tau=0.3, box_extent=1.0)
+    expected = [box_rule.boxes_from_cam(m, 0.3, all_regions=True, box_extent=1.0)[0] for m in localized["maps"]]
+    for found, want in zip(moments["boxes"], expected):
+        np.testing.assert_array_equal(found, want)
+    assert any(not np.array_equal(a, b) for a, b in zip(moments["boxes"], localized["boxes"]))
 
 
 def test_draw_localizations_enlarges_small_images_and_draws(cam_model, image_files):
