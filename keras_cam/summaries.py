@@ -86,7 +86,9 @@ def load_images(paths, image_size):
     """Reads image files and resizes them to the model input (the serving rule).
 
     Returns:
-        uint8 (N, image_size, image_size, 3) RGB.
+        uint8 (N, image_size, image_size, 3) RGB: the served input rounded to whole
+        grey levels (at most half a level off), so that the pictures drawn and the
+        images localized are the same array.
     """
     resized = [data.load_and_resize(data.read_file(p), image_size) for p in paths]
     return np.stack([np.clip(np.rint(r.numpy()), 0, 255).astype(np.uint8) for r in resized])
