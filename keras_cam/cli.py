@@ -589,9 +589,7 @@ def _evaluate(args):
         # The images that could not even be read count too: name every failure, then why none was scored.
         for record in unread + error.errors:
             print(f"{args.prog}: error: {record['image']}: {record['error']}", file=sys.stderr)
-        if not unread + error.errors:
-            raise UserError(f"No image to evaluate: {source} lists none") from None
-        raise UserError(str(evaluation.NothingEvaluatedError(unread + error.errors))) from None
+        raise UserError(str(evaluation.NothingEvaluatedError(unread + error.errors, source))) from None
     bar.close()
     report["errors"] = unread + report["errors"]
     report["num_failed"] = len(report["errors"])

@@ -150,16 +150,17 @@ def _score(example, class_id, out, size, accumulator):
 
 
 class NothingEvaluatedError(ValueError):
-    """No image could be scored; ``errors`` holds why, as ``{"image", "error"}`` records."""
+    """No image could be scored; ``errors`` holds why, as ``{"image", "error"}`` records.
+    ``source`` names what listed the images, for the message when it listed none."""
 
-    def __init__(self, errors):
+    def __init__(self, errors, source="the source"):
         self.errors = list(errors)
         if self.errors:
             first = self.errors[0]
             message = (f"No image could be evaluated ({len(self.errors)} failed); "
                        f"first error: {first['image']}: {first['error']}")
         else:
-            message = "No image to evaluate: the source lists none"
+            message = f"No image to evaluate: {source} lists none"
         super().__init__(message)
 
 
