@@ -59,15 +59,21 @@ def _run(command, args, prog):
         raise
 
 
-def positive_int(text):
-    """An argparse ``type`` for counts that must be at least 1 (e.g. ``--batch-size``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def _int_in(low, high, expected):
+    """An argparse ``type`` for an integer flag in ``[low, high]``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
+        return value
+    return parse
+
+
+# For counts that must be at least 1 (e.g. --batch-size).
+positive_int = _int_in(1, float("inf"), "a positive integer")
 
 
 def _number(accepts, expected):
@@ -89,18 +95,6 @@ box_extent_value = _number(lambda v: 0.0 <= v < float("inf"), "0 or a positive n
 learning_rate_value = _number(lambda v: 0.0 < v < float("inf"), "a number > 0")
 fraction_value = _number(lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
 
-
-def _int_in(low, high, expected):
-    """An argparse ``type`` for an integer flag in ``[low, high]``."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
-        return value
-    return parse
 
 
 # --image-size, --seed (NumPy's and TensorFlow's seeds are 32-bit), --feature-stride.

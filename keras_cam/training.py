@@ -354,10 +354,10 @@ def prepare_data(config, run_dir):
     else:
         train, val = data.split_folder(data.scan_folder(config.data), config.val_split, seed=config.seed)
     names = train.class_names
-    if len(names) != config.classes and os.path.isfile(os.path.join(run_dir, "class_names.json")):
-        raise ValueError(f"{config.data!r} now has {len(names)} class folders {names}, but this run was "
-                         f"started with {config.classes} classes: the data changed since the run started")
     if len(names) != config.classes:
+        if os.path.isfile(os.path.join(run_dir, "class_names.json")):  # a resumed run: the data changed
+            raise ValueError(f"{config.data!r} now has {len(names)} class folders {names}, but this run was "
+                             f"started with {config.classes} classes: the data changed since the run started")
         raise ValueError(
             f"--classes {config.classes} does not match the {len(names)} class folders found in "
             f"{config.data!r}: {names}")
