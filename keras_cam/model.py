@@ -10,7 +10,6 @@ inside the model.
 """
 
 import dataclasses
-import math
 import os
 import zipfile
 
@@ -84,14 +83,27 @@ class Backbone:
     feature_layer: str
     preprocess: str
     imagenet: bool  # whether Keras can download ImageNet weights for it
+    stride: int  # input pixels per feature-map cell
 
 
 BACKBONES = {
-    "resnet50": Backbone(keras.applications.ResNet50, "conv5_block3_out", "caffe", True),
-    "resnet18": Backbone(resnet18.ResNet18, resnet18.FEATURE_LAYER, "torch", False),
-    "mobilenet_v2": Backbone(keras.applications.MobileNetV2, "out_relu", "tf", True),
-    "tiny": Backbone(_tiny, "tiny_out", "tf", False),
+    "resnet50": Backbone(keras.applications.ResNet50, "conv5_block3_out", "caffe", True, 32),
+    "resnet18": Backbone(resnet18.ResNet18, resnet18.FEATURE_LAYER, "torch", False, 32),
+    "mobilenet_v2": Backbone(keras.applications.MobileNetV2, "out_relu", "tf", True, 32),
+    "tiny": Backbone(_tiny, "tiny_out", "tf", False, 8),
 }
+
+
+def check_feature_stride(backbone, feature_stride):
+    """Refuses a ``feature_stride`` the backbone cannot give (only half its own stride can).
+
+    Raises:
+        ValueError: naming the one value ``backbone`` takes.
+    """
+    own = BACKBONES[backbone].stride
+    if feature_stride is not None and (isinstance(feature_stride, bool) or feature_stride != own // 2):
+        raise ValueError(f"feature_stride must be None or {own // 2} (half of backbone {backbone!r}'s own stride "
+                         f"{own}). Received: feature_stride={feature_stride!r}")
 
 
 def _build_backbone(spec, name, x, input_shape, weights):
@@ -263,6 +275,7 @@ def build_cam_model(num_classes, backbone="resnet50", weights="imagenet", image_
         raise ValueError(f"A classifier needs at least 2 classes. Received: num_classes={num_classes!r}")
     if int(image_size) < 32:
         raise ValueError(f"image_size must be at least 32. Received: image_size={image_size!r}")
+    check_feature_stride(backbone, feature_stride)
     spec = BACKBONES[backbone]
     if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
         weights = None
@@ -290,11 +303,6 @@ def build_cam_model(num_classes, backbone="resnet50", weights="imagenet", image_
     if build_weights is None and weights is not None:
         _load_weights_file(spec, backbone, net, os.fspath(weights), input_shape)
     if feature_stride is not None:
-        # Backbones downsample by powers of two; sides that do not divide evenly round.
-        native = 2 ** round(math.log2(int(image_size) / int(net.get_layer(spec.feature_layer).output.shape[1])))
-        if int(feature_stride) != native // 2:
-            raise ValueError(f"feature_stride must be None or {native // 2} (half of backbone {backbone!r}'s "
-                             f"own stride {native}). Received: feature_stride={feature_stride!r}")
         net = _halve_output_stride(net, backbone, inputs, x)
     features = net.get_layer(spec.feature_layer).output
     pooled = keras.layers.GlobalAveragePooling2D(name="gap")(features)

@@ -33,8 +33,10 @@ import keras
 from keras_cam import data, objectness, precision, storage, summaries
 from keras_cam.boxes import DEFAULT_TAU
 from keras_cam.model import (
+    BACKBONES,
     build_cam_model,
     center_head,
+    check_feature_stride,
     classifier_view,
     load_cam_model,
     set_trainable,
@@ -93,6 +95,13 @@ def check_config(config):
         raise ValueError(f"--val-split must be in [0, 1). Received: {config.val_split!r}")
     if not (isinstance(config.seed, int) and 0 <= config.seed < 2 ** 32):
         raise ValueError(f"--seed must be an integer in [0, 2**32 - 1]. Received: {config.seed!r}")
+    if config.backbone in BACKBONES:  # an unknown one is named by build_cam_model
+        try:
+            check_feature_stride(config.backbone, config.feature_stride)
+        except ValueError:
+            own = BACKBONES[config.backbone].stride
+            raise ValueError(f"--feature-stride must be {own // 2} for --backbone {config.backbone} (half of its "
+                             f"own stride {own}; leave it out for {own}). Received: {config.feature_stride!r}") from None
     weights = config.weights
     if isinstance(weights, str) and weights.lower() not in ("imagenet", "none") and not os.path.isfile(weights):
         raise ValueError(f"--weights {weights!r}: no such file (give 'imagenet', 'none' or the path of a weights "

@@ -80,11 +80,14 @@ def test_named_outputs_shapes_and_flat_graph(backbone):
     assert set(out) == {"logits", "features"}
     assert out["logits"].shape == (2, NUM_CLASSES)
     assert out["features"].shape == (2,) + shape[1:]
+    # The stride the --feature-stride check goes by is the one the graph has.
+    assert kmodel.BACKBONES[backbone].stride == SIZE // shape[1]
 
 
 def test_resnet50_at_224_build_only():
     model = build_cam_model(1000, backbone="resnet50", weights=None, image_size=224)
     _check_graph(model, "conv5_block3_out", (None, 7, 7, 2048), 1000)
+    assert kmodel.BACKBONES["resnet50"].stride == 224 // 7
     assert model.get_layer("preprocess").mode == "caffe"
 
 

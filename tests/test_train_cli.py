@@ -73,6 +73,8 @@ def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, flag, val
     ("seed", -3, "--seed must be an integer in [0, 2**32 - 1]. Received: -3"),
     ("weights", "/nonexistent/w.h5",
      "--weights '/nonexistent/w.h5': no such file (give 'imagenet', 'none' or the path of a weights file)"),
+    ("feature_stride", 32, "--feature-stride must be 16 for --backbone resnet50 (half of its own stride 32; "
+                           "leave it out for 32). Received: 32"),
 ])
 def test_the_library_refuses_the_same_settings_before_a_run_starts(field, value, message):
     config = training.TrainConfig(data="x", classes=3, **{field: value})
@@ -84,6 +86,15 @@ def test_a_mistake_found_after_start_removes_the_fresh_run_folder(images, tmp_pa
     status = _train(["--data", str(images), "--classes", "4", *QUICK, "--epochs", "1"], tmp_path)
     assert status == 2 and "--classes 4 does not match the 3 class folders" in capsys.readouterr().err
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_feature_stride_the_backbone_cannot_give_is_refused_before_a_run_folder_is_made(images, tmp_path,
+                                                                                          capsys):
+    argv = ["--data", str(images), "--classes", "3", *QUICK, "--feature-stride", "16"]
+    assert _train(argv, tmp_path) == 2
+    assert ("train.py: error: --feature-stride must be 4 for --backbone tiny (half of its own stride 8; leave it "
+            "out for 8). Received: 16") in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_missing_weights_file_is_refused_before_a_run_folder_is_made(images, tmp_path, capsys):
