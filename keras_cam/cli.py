@@ -139,8 +139,9 @@ def add_train_arguments(parser):
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue an interrupted run from its last checkpoint, with the run's own settings "
-                             "(with it, --epochs trains a run longer and --saved-models-dir moves its export; other "
-                             "run settings given are ignored, with a note)")
+                             "(with it, --epochs trains a run longer, --saved-models-dir moves its export and --data "
+                             "names the data folder's new place if it moved; other run settings given are ignored, "
+                             "with a note)")
     parser.add_argument("--experiments-dir", default="experiments", help=f"where run folders go {d}")
     parser.add_argument("--saved-models-dir", default="saved_models", help=f"where the final export goes {d}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -169,7 +170,7 @@ def add_precision_argument(parser):
 
 
 # What --resume may change in a run; every other run setting comes from its config.json.
-_RESUME_FLAGS = ("epochs", "saved_models_dir")
+_RESUME_FLAGS = ("epochs", "saved_models_dir", "data")
 
 
 def _run_settings(training):
@@ -188,10 +189,20 @@ def _resumed_config(args, training):
             config = training.TrainConfig.from_json(f.read())
     except (ValueError, TypeError) as error:  # not JSON, or not the settings of a run
         raise UserError(f"--resume {run_dir!r}: unreadable run settings {config_path!r} ({error})") from None
-    if not os.path.isabs(config.data) and not os.path.isdir(config.data):
+    if "data" in args.given:  # the data folder moved; prepare_data checks that it holds the same data
+        if not os.path.isdir(args.data):
+            raise UserError(f"--data {args.data!r}: folder not found")
+        if os.path.abspath(args.data) != config.data:
+            print(f"note: the run's data folder moved: {config.data} -> {os.path.abspath(args.data)}",
+                  file=sys.stderr)
+        config.data = os.path.abspath(args.data)
+    elif not os.path.isabs(config.data) and not os.path.isdir(config.data):
         raise UserError(f"--resume {run_dir!r}: its config.json names the data folder {config.data!r}, a path "
                         f"relative to where the run was started (older keras-cam runs stored it so); "
-                        f"resume from that directory")
+                        f"resume from that directory, or give the folder: --data DIR")
+    elif not os.path.isdir(config.data):
+        raise UserError(f"--resume {run_dir!r}: its data folder {config.data!r} is not there; if it moved, "
+                        f"give its new place: --data DIR")
     ignored = [n for n in _run_settings(training) if n in args.given and n not in _RESUME_FLAGS]
     ignored += [n for n in ("experiments_dir",) if n in args.given]
     if ignored:

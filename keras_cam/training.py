@@ -338,13 +338,24 @@ def read_log(path):
     return {key: [number(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
+def _recorded_data_folder(run_dir):
+    """The data folder of the run's own ``config.json`` (None for a new run)."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return TrainConfig.from_json(f.read()).data
+
+
 def prepare_data(config, run_dir):
     """Scans the data folder, checks the images and splits train/validation.
 
     Uses ``DATA/train`` and ``DATA/val`` when both exist, else a stratified
     ``val_split`` of ``DATA``. Writes ``class_names.json``, ``val_images.txt`` and
     ``skipped_images.txt`` to the run folder. When the run folder has them already
-    (a resumed run), the classes and the validation images must not have changed.
+    (a resumed run), the classes and the validation images must not have changed;
+    the folder itself may have moved (``config.data`` differs from the run's
+    ``config.json``): the same images under the new place are the same data.
 
     Returns:
         ``(train, val, skipped)``: two ``data.ImageFolder`` and the list of
@@ -397,11 +408,16 @@ def prepare_data(config, run_dir):
                              f"(the skipped ones are listed in {skipped_path})")
     files = {"class_names.json": json.dumps(names),
              "val_images.txt": "".join(f"{p}\t{names[l]}\n" for p, l in zip(val.paths, val.labels))}
+    started_in = _recorded_data_folder(run_dir)
     for name, text in files.items():
         path = os.path.join(run_dir, name)
         if os.path.exists(path):
             with open(path, encoding="utf-8", errors="surrogateescape") as f:
-                if f.read() != text:
+                recorded = f.read()
+            if started_in not in (None, config.data):  # the folder moved: the same files, under its new place
+                recorded = "".join(config.data + line[len(started_in):] if line.startswith(started_in + os.sep)
+                                   else line for line in recorded.splitlines(keepends=True))
+            if recorded != text:
                     raise ValueError(f"Cannot resume {run_dir!r}: the classes or validation images in "
                                      f"{config.data!r} changed since the run started ({name} differs); "
                                      f"start a new run instead.")

@@ -130,6 +130,44 @@ def test_a_class_folder_added_before_a_resume_is_named_as_a_change_of_the_data(i
            "classes: the data changed since the run started" in err and "--classes" not in err
 
 
+def test_a_run_whose_data_folder_moved_resumes_with_data_naming_its_new_place(images, tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    shutil.copytree(images, data_dir)
+    assert _train(["--data", str(data_dir), "--classes", "3", *QUICK, "--epochs", "1"], tmp_path) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    moved = tmp_path / "moved"
+    data_dir.rename(moved)
+    capsys.readouterr()
+    assert cli.command_main("train", ["--resume", str(run), "--epochs", "2"], prog="train.py") == 2
+    assert (f"its data folder {str(data_dir)!r} is not there; if it moved, give its new place: --data DIR"
+            in capsys.readouterr().err)
+    assert cli.command_main("train", ["--resume", str(run), "--epochs", "2", "--data", str(moved), "--quiet"],
+                            prog="train.py") == 0
+    err = capsys.readouterr().err
+    assert f"note: the run's data folder moved: {data_dir} -> {moved}" in err and "ignored" not in err
+    assert len(training.read_log(str(run / "log.csv"))["epoch"]) == 2
+    # The run now lives on the new place: its validation list (for evaluate.py --images-list) too.
+    assert json.loads((run / "config.json").read_text())["data"] == str(moved)
+    listed = [line.split("\t")[0] for line in (run / "val_images.txt").read_text().splitlines()]
+    assert listed and all(path.startswith(str(moved) + os.sep) and os.path.isfile(path) for path in listed)
+
+
+def test_a_moved_data_folder_that_holds_other_images_is_refused(images, tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    shutil.copytree(images, data_dir)
+    assert _train(["--data", str(data_dir), "--classes", "3", *QUICK, "--epochs", "1"], tmp_path) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    other = tmp_path / "other"
+    shutil.copytree(images, other)
+    first = sorted((other / "disk").iterdir())[0]
+    first.rename(first.with_name("renamed" + first.suffix))
+    capsys.readouterr()
+    assert cli.command_main("train", ["--resume", str(run), "--epochs", "2", "--data", str(other)],
+                            prog="train.py") == 2
+    assert "changed since the run started" in capsys.readouterr().err
+    assert json.loads((run / "config.json").read_text())["data"] == str(data_dir)
+
+
 def test_read_log_takes_na_as_nan(tmp_path):
     path = tmp_path / "log.csv"
     path.write_text("epoch,accuracy,val_accuracy\n0,0.5,NA\n1,0.75,\n")
