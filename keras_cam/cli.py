@@ -59,6 +59,18 @@ def _run(command, args, prog):
         raise
 
 
+def _check_folder(flag, path):
+    """Refuses a path given for a folder that is not one, naming the flag."""
+    if not os.path.isdir(path):
+        raise UserError(f"{flag} {path!r}: " + ("a file, not a folder" if os.path.exists(path) else "folder not found"))
+
+
+def _check_file(flag, path):
+    """Refuses a path given for a file that is not one, naming the flag."""
+    if not os.path.isfile(path):
+        raise UserError(f"{flag} {path!r}: " + ("a folder, not a file" if os.path.isdir(path) else "file not found"))
+
+
 def _int_in(low, high, expected):
     """An argparse ``type`` for an integer flag in ``[low, high]``."""
     def parse(text):
@@ -190,8 +202,7 @@ def _resumed_config(args, training):
     except (ValueError, TypeError) as error:  # not JSON, or not the settings of a run
         raise UserError(f"--resume {run_dir!r}: unreadable run settings {config_path!r} ({error})") from None
     if "data" in args.given:  # the data folder moved; prepare_data checks that it holds the same data
-        if not os.path.isdir(args.data):
-            raise UserError(f"--data {args.data!r}: folder not found")
+        _check_folder("--data", args.data)
         if os.path.abspath(args.data) != config.data:
             print(f"note: the run's data folder moved: {config.data} -> {os.path.abspath(args.data)}",
                   file=sys.stderr)
@@ -222,8 +233,7 @@ def _resumed_config(args, training):
 def _new_config(args, training):
     if not args.data or args.classes is None:
         raise UserError("--data and --classes are required (or --resume RUN_DIR)")
-    if not os.path.isdir(args.data):
-        raise UserError(f"--data {args.data!r}: folder not found")
+    _check_folder("--data", args.data)
     config = training.TrainConfig(**{name: getattr(args, name) for name in _run_settings(training)})
     # Absolute paths: the run folder (config.json, val_images.txt) works from any directory.
     config.data, config.saved_models_dir = os.path.abspath(args.data), os.path.abspath(args.saved_models_dir)
@@ -536,16 +546,14 @@ def _ground_truth(args):
         return (annotations.tfds_image_boxes(name, split, data_dir=args.tfds_data_dir, log=tell), [],
                 f"TFDS {name}:{split}")
     if args.voc:
-        if not os.path.isdir(args.voc):
-            raise UserError(f"--voc {args.voc!r}: folder not found")
+        _check_folder("--voc", args.voc)
         records, errors = annotations.voc_image_boxes(args.voc, args.split, images_dir=args.data)
         return records, errors, f"{args.voc}" + (f" ({args.split})" if args.split else "")
     if args.images_list:
         records, errors = annotations.images_list_boxes(
             annotations.read_images_list(args.images_list), annotations.read_boxes_csv(args.boxes), args.split)
         return records, errors, args.images_list
-    if not os.path.isdir(args.data):
-        raise UserError(f"--data {args.data!r}: folder not found")
+    _check_folder("--data", args.data)
     records = annotations.csv_image_boxes(args.boxes, args.data, args.split)
     return records, [], f"{args.boxes}" + (f" ({args.split})" if args.split else "")
 
@@ -561,6 +569,9 @@ def _evaluate(args):
         raise UserError("--images-list needs --boxes CSV, where the boxes of the listed images are")
     if args.boxes and not (args.data or args.images_list):
         raise UserError("--boxes needs --data DIR (the images) or --images-list FILE")
+    for flag, path in (("--boxes", args.boxes), ("--images-list", args.images_list)):
+        if path:
+            _check_file(flag, path)
     if args.plot:  # before any work, so a bad name cannot cost the run or hide the calibrated version
         if os.path.isdir(args.plot):
             raise UserError(f"--plot {args.plot!r} is a folder; give a file name such as "

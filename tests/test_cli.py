@@ -148,6 +148,7 @@ def test_infer_mistakes_name_the_folder_or_file(trained, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--data", "/nonexistent/folder", "--classes", "3"], "folder not found"),
+    (["train", "--data", __file__, "--classes", "3"], f"--data {__file__!r}: a file, not a folder"),
     (["train", "--classes", "3"], "--data and --classes are required"),
     (["train", "--resume", "/nonexistent/run"], "not a run folder"),
     (["infer", "--saved_model", "/nonexistent/model", "--image", "x.jpg"], "no images to process"),

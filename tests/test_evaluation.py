@@ -594,7 +594,14 @@ def test_cli_tfds_mock_end_to_end(exported, tmp_path, capsys):
     (["--saved_model", "m", "--voc", "v", "--images-list", "l.txt"], "--images-list needs --boxes"),
     (["--saved_model", "m", "--tfds", "cars196", "--split", "train"], "takes its split as NAME:SPLIT"),
     (["--saved_model", "/nonexistent/model", "--boxes", "CSV", "--data", "DATA"], "Not a SavedModel"),
-    (["--saved_model", "EXPORTED", "--boxes", "b.csv", "--data", "/nonexistent/data"], "folder not found"),
+    (["--saved_model", "EXPORTED", "--boxes", "CSV", "--data", "/nonexistent/data"],
+     "--data '/nonexistent/data': folder not found"),
+    (["--saved_model", "EXPORTED", "--boxes", "CSV", "--data", "CSV"], "--data 'CSV_PATH': a file, not a folder"),
+    (["--saved_model", "EXPORTED", "--boxes", "/nonexistent/b.csv", "--data", "DATA"],
+     "--boxes '/nonexistent/b.csv': file not found"),
+    (["--saved_model", "EXPORTED", "--boxes", "DATA", "--data", "DATA"], "--boxes 'DATA_PATH': a folder, not a file"),
+    (["--saved_model", "EXPORTED", "--boxes", "CSV", "--images-list", "DATA"],
+     "--images-list 'DATA_PATH': a folder, not a file"),
     (["--saved_model", "EXPORTED", "--voc", "/nonexistent/voc"], "--voc '/nonexistent/voc': folder not found"),
     (["--saved_model", "EXPORTED", "--tfds", "no_such_dataset_xyz"], "Unknown TFDS dataset 'no_such_dataset_xyz'"),
     (["--saved_model", "EXPORTED", "--boxes", "CSV", "--data", "DATA", "--split", "nope"], "no rows with split 'nope'"),
@@ -610,6 +617,7 @@ def test_cli_user_mistakes_are_one_line(exported, images, tmp_path, capsys, argv
     swap = {"EXPORTED": exported, "CSV": csv_path, "DATA": str(images["root"]), "TMP": str(tmp_path),
             "BELOW_CSV": os.path.join(str(csv_path), "x.png")}
     code, _, err = _run_cli(capsys, *[swap.get(a, a) for a in argv])
+    message = message.replace("CSV_PATH", str(csv_path)).replace("DATA_PATH", str(images["root"]))
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
 
