@@ -11,6 +11,7 @@ inside the model.
 
 import dataclasses
 import os
+import warnings
 import zipfile
 
 import keras
@@ -135,9 +136,15 @@ def _load_weights_file(spec, backbone_name, backbone, path, input_shape):
                 reference = spec.builder(weights=None, input_shape=shape, **kwargs)
             else:
                 reference = spec.builder(input_shape=input_shape, weights=None)
-            reference.load_weights(path)
+            # A file of another model makes Keras warn once per layer it cannot match
+            # (hundreds of lines); the error below says what went wrong.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                reference.load_weights(path)
         except Exception as error:  # noqa: BLE001 - try the next layout, report all
-            errors.append(f"{kwargs or 'default'}: {error}")
+            # Keras' first line says why; the rest lists every layer of the model.
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(" Example error message")[0]
+            errors.append(f"{kwargs or 'default'}: {reason[:200] + ' ...' if len(reason) > 200 else reason}")
             continue
         if _copy_weights_by_name(reference, backbone) == 0:
             errors.append(f"{kwargs}: no layer names in common")
