@@ -151,6 +151,21 @@ def boxes_from_cam(cam, tau=DEFAULT_TAU, all_regions=False, box_extent=DEFAULT_B
     return boxes, scores
 
 
+def _whole_pixels(boxes, height, width):
+    """Rounds float pixel boxes to whole pixels inside a ``height`` x ``width`` image.
+
+    Each edge goes to the nearest pixel edge; a box of some width and height that
+    this would leave without one of them (an image of a few pixels, or a box under a
+    pixel wide) keeps one pixel there, so that it still covers some of the image.
+    """
+    out = np.clip(np.rint(boxes), 0, [width, height, width, height])
+    for lo, hi, side in ((0, 2, width), (1, 3, height)):
+        empty = (out[:, hi] <= out[:, lo]) & (boxes[:, hi] > boxes[:, lo])
+        out[empty, hi] = np.minimum(out[empty, lo] + 1, side)
+        out[empty, lo] = out[empty, hi] - 1
+    return out.astype(np.int32)
+
+
 def scale_boxes(boxes, from_size, to_size):
     """Maps pixel boxes from one image frame to another of a different size.
 
@@ -160,15 +175,13 @@ def scale_boxes(boxes, from_size, to_size):
         to_size: ``(height, width)`` of the target frame (e.g. the original image).
 
     Returns:
-        int32 (N, 4) boxes in the target frame, rounded to whole pixels and
-        clipped to it.
+        int32 (N, 4) boxes in the target frame, rounded to whole pixels inside it,
+        each at least one pixel wide and high.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     sy = to_size[0] / from_size[0]
     sx = to_size[1] / from_size[1]
-    out = np.rint(boxes * [sx, sy, sx, sy])
-    out = np.clip(out, 0, [to_size[1], to_size[0], to_size[1], to_size[0]])
-    return out.astype(np.int32)
+    return _whole_pixels(boxes * [sx, sy, sx, sy], to_size[0], to_size[1])
 
 
 def normalized_to_pixel(boxes, height, width):
@@ -180,10 +193,11 @@ def normalized_to_pixel(boxes, height, width):
         width: image width in pixels.
 
     Returns:
-        int32 (N, 4) pixel boxes ``[xmin, ymin, xmax, ymax]``.
+        int32 (N, 4) pixel boxes ``[xmin, ymin, xmax, ymax]``, rounded to whole
+        pixels inside the image, each at least one pixel wide and high.
     """
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.rint(b[:, [1, 0, 3, 2]] * [width, height, width, height]).astype(np.int32)
+    return _whole_pixels(b[:, [1, 0, 3, 2]] * [width, height, width, height], height, width)
 
 
 def iou(box_a, box_b):

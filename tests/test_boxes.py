@@ -196,6 +196,11 @@ def test_boxes_from_cam_bad_inputs(cam, tau, message):
     ([[1, 1, 3, 3]], (64, 64), (100, 100), [[2, 2, 5, 5]]),          # 1.5625 -> rounded
     ([[60, 60, 70, 70]], (64, 64), (64, 64), [[60, 60, 64, 64]]),    # clipped to the frame
     ([[0, 0, 64, 64]], (64, 64), (480, 640), [[0, 0, 640, 480]]),    # whole image -> whole image
+    # A box that rounding would empty keeps one pixel, inside the image:
+    ([[130, 130, 200, 200]], (224, 224), (1, 1), [[0, 0, 1, 1]]),    # a 1x1 image (0.58 .. 0.89 -> 1 .. 1)
+    ([[130, 10, 200, 60]], (224, 224), (3, 3), [[2, 0, 3, 1]]),      # 1.74 .. 2.68 -> 2 .. 3; 0.13 .. 0.80 -> 0 .. 1
+    ([[0, 100, 224, 110]], (224, 224), (1, 3000), [[0, 0, 3000, 1]]),  # 3000 x 1: 0.45 .. 0.49 -> 0 .. 1
+    ([[5, 5, 5, 9]], (64, 64), (128, 128), [[10, 10, 10, 18]]),      # an empty box stays empty
 ])
 def test_scale_boxes_golden(boxes, from_size, to_size, expected):
     out = scale_boxes(boxes, from_size, to_size)
@@ -220,6 +225,9 @@ def test_normalized_to_pixel_golden():
     assert out.dtype == np.int32
     assert out.tolist() == [[10, 10, 50, 30]]
     assert normalized_to_pixel([[0.0, 0.0, 1.0, 1.0]], 40, 100).tolist() == [[0, 0, 100, 40]]
+    # On an image of a few pixels every box keeps at least one of them.
+    assert normalized_to_pixel([[0.6, 0.6, 0.9, 0.9], [0.0, 0.2, 0.4, 0.45]], 1, 1).tolist() == [[0, 0, 1, 1]] * 2
+    assert normalized_to_pixel([[0.7, 0.1, 0.9, 0.2]], 2, 3000).tolist() == [[300, 1, 600, 2]]
 
 
 def test_normalized_to_pixel_round_trip():
