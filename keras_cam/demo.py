@@ -6,6 +6,7 @@ through the exported SavedModel, the artifact a user would serve.
 """
 
 import os
+import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -14,6 +15,28 @@ from keras_cam import annotations, boxes, data, export, inference, synthetic, tr
 from keras_cam.calibration import calibrate_tau
 
 DEMO_IMAGE_SIZE = 96
+
+
+def _clear_previous_data(data_dir, log):
+    """Removes the data of an earlier demo in the same folder, which new data must replace.
+
+    Another run's images would stay beside the new ones (and be trained on) while its
+    ``boxes.csv`` is rewritten. Only a folder laid out as the demo writes it is removed.
+
+    Raises:
+        ValueError: ``data_dir`` holds something else.
+    """
+    if not os.path.lexists(data_dir):
+        return
+    splits = ("train", "test")
+    ours = (os.path.isdir(data_dir) and not os.path.islink(data_dir)
+            and set(os.listdir(data_dir)) <= {"boxes.csv", *splits}
+            and all(set(os.listdir(os.path.join(data_dir, split))) <= set(synthetic.CLASSES)
+                    for split in splits if os.path.isdir(os.path.join(data_dir, split))))
+    if not ours:
+        raise ValueError(f"{data_dir} exists and is not the data of an earlier demo; give another --out")
+    log(f"Replacing the data of an earlier demo in {data_dir}")
+    shutil.rmtree(data_dir)
 
 
 def run(out, epochs=12, train_per_class=500, test_per_class=50, verbose=True, log=lambda *_: None, seed=0):
@@ -38,6 +61,7 @@ def run(out, epochs=12, train_per_class=500, test_per_class=50, verbose=True, lo
     # any directory (--resume, evaluate.py --images-list).
     out = os.path.abspath(out)
     data_dir = os.path.join(out, "data")
+    _clear_previous_data(data_dir, log)
     log(f"[1/4] Generating synthetic data in {data_dir}: {train_per_class} training and "
         f"{test_per_class} held-out images per class {synthetic.CLASSES}")
     csv_path = synthetic.write_dataset(data_dir, {"train": train_per_class, "test": test_per_class},
@@ -47,7 +71,8 @@ def run(out, epochs=12, train_per_class=500, test_per_class=50, verbose=True, lo
         image_size=DEMO_IMAGE_SIZE, epochs=epochs, batch_size=32, learning_rate=2e-3, checkpoint_every=4,
         seed=seed, saved_models_dir=os.path.join(out, "saved_models"))
     run_dir = training.make_run_dir(os.path.join(out, "experiments"), saved_models_dir=config.saved_models_dir)
-    log(f"[2/4] Training a small CNN from scratch for {epochs} epochs; run folder {run_dir}")
+    log(f"[2/4] Training a small CNN from scratch for {epochs} epoch{'s' if epochs != 1 else ''}; run folder "
+        f"{run_dir}")
     result = training.train(config, run_dir, verbose=int(verbose))
     truth = annotations.read_boxes_csv(csv_path)
     val = result["val_set"]

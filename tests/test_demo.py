@@ -23,6 +23,21 @@ def test_a_small_demo_draws_every_held_out_image_and_works_from_any_directory(tm
     assert cli.command_main("train", ["--resume", str(run), "--epochs", "2", "--quiet"], prog="train.py") == 0
     assert sorted(os.listdir(tmp_path / "out" / "saved_models" / run.name)) == ["1", "2"]
 
+    # Run again into the same folder with fewer images: the earlier images are replaced, not trained on.
+    monkeypatch.chdir(tmp_path)
+    again = demo.run("out", epochs=1, train_per_class=6, test_per_class=2, verbose=0)
+    assert again["test_images"] == 6
+    assert sorted(len(os.listdir(tmp_path / "out" / "data" / "train" / c)) for c in ("disk", "square", "triangle")) \
+        == [6, 6, 6]
+
+
+def test_a_demo_folder_whose_data_folder_holds_something_else_is_refused(tmp_path, capsys):
+    (tmp_path / "d" / "data" / "photos").mkdir(parents=True)
+    assert cli.main(["demo", "--out", str(tmp_path / "d"), "--quiet"]) == 2
+    assert f"{tmp_path / 'd' / 'data'} exists and is not the data of an earlier demo; give another --out" in \
+        capsys.readouterr().err
+    assert os.listdir(tmp_path / "d" / "data") == ["photos"]
+
 
 def test_demo_flags_are_checked_before_any_work(tmp_path, capsys):
     import pytest
