@@ -472,6 +472,22 @@ def _read_class_names(value):
     return names
 
 
+def _check_same_classes(base, class_names):
+    """Refuses to add a model of other classes as the next version of ``base``.
+
+    The highest version is the one TF Serving and infer.py take: a model of other
+    classes there would silently replace the one served under that name.
+    """
+    from keras_cam import evaluation, inference, storage
+    if not storage.version_numbers(base):
+        return
+    served = evaluation.model_metadata(inference.load_saved_model(base))["class_names"]
+    if served != list(class_names):
+        shown = ", ".join(served[:6]) + (", ..." if len(served) > 6 else "")
+        raise UserError(f"{base} holds a model of other classes ({shown}); a new version there would replace it "
+                        f"for TF Serving and infer.py: give another --name")
+
+
 def _export(args):
     from keras_cam import export
     from keras_cam.model import load_cam_model
@@ -480,7 +496,9 @@ def _export(args):
         class_names = _read_class_names(args.class_names)
     if class_names is None:
         raise UserError(f"{args.source!r}: no class_names.json in its run folder; give --class-names")
-    target = export.next_version_dir(os.path.join(args.saved_models_dir, args.name or name))
+    base = os.path.join(args.saved_models_dir, args.name or name)
+    _check_same_classes(base, class_names)
+    target = export.next_version_dir(base)
     say = print if not (args.quiet or args.json) else (lambda *_: None)
     say(f"Loading {checkpoint}")
     cam_model = load_cam_model(checkpoint)

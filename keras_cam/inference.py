@@ -43,6 +43,9 @@ def load_saved_model(path):
     Raises:
         NotASavedModelError: no SavedModel there, or not one exported by keras-cam.
     """
+    if not os.path.exists(path):
+        raise NotASavedModelError(f"Not a SavedModel: {path!r} does not exist; expected a folder such as "
+                                  f"saved_models/NAME/1 (or saved_models/NAME for its highest version)")
     path = resolve_version_dir(path)
     if not os.path.exists(os.path.join(path, "saved_model.pb")):
         raise NotASavedModelError(f"Not a SavedModel (no saved_model.pb): {path!r}; expected a folder such as "

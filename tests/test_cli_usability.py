@@ -156,6 +156,22 @@ def test_export_a_keras_file_with_class_names(run_dir, tmp_path, capsys):
     assert [c.decode() for c in meta["class_names"].numpy()] == ["cat", "dog", "bird"]
 
 
+def test_export_of_other_classes_into_a_served_model_folder_is_refused(run_dir, tmp_path, capsys):
+    saved_models = tmp_path / "sm"
+    assert cli.main(["export", str(run_dir), "--name", "shared", "--saved-models-dir", str(saved_models),
+                     "--quiet"]) == 0
+    # The same classes again: a new version, as any re-export.
+    assert cli.main(["export", str(run_dir), "--name", "shared", "--saved-models-dir", str(saved_models),
+                     "--quiet"]) == 0
+    capsys.readouterr()
+    code = cli.main(["export", str(run_dir), "--class-names", "cat,dog,bird", "--name", "shared",
+                     "--saved-models-dir", str(saved_models)])
+    err = capsys.readouterr().err
+    assert code == 2 and (f"{saved_models / 'shared'} holds a model of other classes ({', '.join(CLASS_NAMES)}); "
+                          f"a new version there would replace it") in err
+    assert sorted(os.listdir(saved_models / "shared")) == ["1", "2"]
+
+
 def test_export_with_a_repeated_class_name_notes_it_and_exports(run_dir, tmp_path, capsys):
     # ImageNet's own labels repeat "crane": a repeat is noted, not refused.
     assert cli.main(["export", str(run_dir), "--class-names", "crane,dog,crane", "--saved-models-dir",
