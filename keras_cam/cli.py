@@ -41,6 +41,13 @@ def _run(command, args, prog):
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as error:
+        # Ctrl-C inside a TensorFlow C++ call can come back as pybind11's "error_already_set
+        # MISMATCH ... REPLACED BY KeyboardInterrupt" instead of the KeyboardInterrupt itself.
+        if "KeyboardInterrupt" not in str(error):
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader went away (`keras-cam infer --json ... | head`): stop quietly, and
         # point stdout at /dev/null so the interpreter's final flush does not fail too.

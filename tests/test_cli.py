@@ -218,3 +218,23 @@ def test_help_and_version_of_the_scripts():
     out = subprocess.run([sys.executable, "-m", "keras_cam", "--version"], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert out.startswith("keras-cam ")
+
+
+@pytest.mark.parametrize("error, code", [
+    (KeyboardInterrupt(), 130),
+    # What Ctrl-C inside a TensorFlow C++ call can surface as.
+    (RuntimeError("pybind11::error_already_set: MISMATCH of original and normalized active exception types: "
+                  "ORIGINAL InvalidArgumentError REPLACED BY KeyboardInterrupt: <EMPTY MESSAGE>"), 130),
+])
+def test_ctrl_c_is_one_line_however_tensorflow_reports_it(error, code, capsys):
+    def command(args):
+        raise error
+    assert cli._run(command, None, "keras-cam export") == code
+    assert capsys.readouterr().err == "keras-cam export: interrupted\n"
+
+
+def test_other_runtime_errors_are_not_taken_for_ctrl_c():
+    def command(args):
+        raise RuntimeError("something else")
+    with pytest.raises(RuntimeError, match="something else"):
+        cli._run(command, None, "keras-cam export")
