@@ -58,8 +58,11 @@ def _read_boxes_csv(path):
     out = {}
     # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would stick to "split".
     with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or ()
+        # Spaces after the commas (", class") and capitalized names ("Split") are common in
+        # hand-made or exported files; the columns are found all the same.
+        reader = csv.DictReader(f, skipinitialspace=True)
+        header = [name.strip().lower() for name in reader.fieldnames or ()]
+        reader.fieldnames = header
         missing = set(BOX_COLUMNS) - set(header)
         if missing and len(header) == 1 and ";" in header[0]:
             # Excel writes ';' where the decimal separator is a comma.

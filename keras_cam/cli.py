@@ -143,9 +143,9 @@ def add_train_arguments(parser):
     parser.add_argument("--train-layers", default="all", choices=["all", "head", "last_stage"],
                         help=f"which layers learn {d}")
     parser.add_argument("--tau", type=tau_value, default=0.2,
-                        help=f"box threshold (fraction of the CAM's maximum) carried by the export {d}")
+                        help=f"box threshold on the CAM min-max normalized to [0, 1], carried by the export {d}")
     parser.add_argument("--feature-stride", type=positive_int, default=None,
-                        help="half the backbone's output stride (16 for resnet50, resnet18, mobilenet_v2): the last "
+                        help="half the backbone's output stride (16 for resnet50, resnet18, mobilenet_v2; 4 for tiny): the last "
                              "stage runs dilated at the previous resolution with the same weights, a 14x14 CAM at "
                              "224 px instead of 7x7 (default: the backbone's own)")
     parser.add_argument("--objectness-layers", type=_layer_names, default=None, metavar="LAYER[,LAYER]",
@@ -404,8 +404,11 @@ def _infer(args):
     bar.close()
     if not args.quiet:
         total = len(paths) + len(missing)  # a missing --image item counts as one failed image
-        print(f"{total - failures} of {total} images done, {failures} failed "
-              f"({bar.rate:.1f} images/s)", file=sys.stderr if args.json else sys.stdout)
+        done = total - failures
+        # The speed of the images done: a failed file costs next to nothing.
+        speed = f" ({done / bar.elapsed:.1f} images/s)" if done and bar.elapsed > 0 else ""
+        print(f"{done} of {total} images done, {failures} failed{speed}",
+              file=sys.stderr if args.json else sys.stdout)
     return 1 if failures else 0
 
 
@@ -449,7 +452,7 @@ def add_export_arguments(parser):
     parser.add_argument("source", metavar="RUN_DIR_OR_KERAS_FILE",
                         help="a run folder (its checkpoints/best.keras is exported) or a .keras checkpoint")
     parser.add_argument("--tau", type=tau_value, default=0.2,
-                        help=f"box threshold (fraction of the CAM's maximum) carried by the export {d}")
+                        help=f"box threshold on the CAM min-max normalized to [0, 1], carried by the export {d}")
     parser.add_argument("--max-boxes", type=positive_int, default=5, help=f"box slots per image in the outputs {d}")
     add_box_extent_argument(parser, default=None, default_text="the run's own, from its config.json, else 0")
     parser.add_argument("--class-names", metavar="NAMES",
@@ -463,6 +466,11 @@ def add_export_arguments(parser):
 
 
 def _read_class_names(value):
+    if os.path.isdir(value):
+        raise UserError(f"--class-names {value!r}: a folder; give a file of names (one a line, or a JSON list) "
+                        f"or the names joined by commas")
+    if not os.path.isfile(value) and (os.sep in value or value.lower().endswith((".txt", ".json"))):
+        raise UserError(f"--class-names {value!r}: file not found")
     if os.path.isfile(value):
         with open(value, encoding="utf-8") as f:
             text = f.read()
@@ -509,6 +517,7 @@ def _export(args):
     say = print if not (args.quiet or args.json) else (lambda *_: None)
     say(f"Loading {checkpoint}")
     cam_model = load_cam_model(checkpoint)
+    export.check_class_names(cam_model, class_names)
     box_extent = args.box_extent
     if box_extent is None:  # the run's box rule, as its own export at the end of training had it
         box_extent = export.run_box_extent(checkpoint) or 0.0

@@ -56,9 +56,7 @@ class CamServingModule(tf.Module):
     def __init__(self, cam_model, class_names, tau=box_rule.DEFAULT_TAU, max_boxes=DEFAULT_MAX_BOXES,
                  box_extent=box_rule.DEFAULT_BOX_EXTENT):
         super().__init__(name="keras_cam")
-        num_classes = cam_model.get_layer(HEAD_NAME).units
-        if len(class_names) != num_classes:
-            raise ValueError(f"The model has {num_classes} classes but {len(class_names)} class names were given: {class_names!r}")
+        check_class_names(cam_model, class_names)
         if not 0.0 <= float(tau) < 1.0:
             raise ValueError(f"tau must be in [0, 1). Received: tau={tau!r}")
         if int(max_boxes) < 1:
@@ -150,6 +148,18 @@ class CamServingModule(tf.Module):
         return {"class_names": tf.identity(self.class_names), "tau": tf.identity(self.tau),
                 "box_extent": tf.identity(self.box_extent),
                 "image_size": tf.constant(self.image_size), "max_boxes": tf.constant(self.max_boxes)}
+
+
+def check_class_names(cam_model, class_names):
+    """Refuses a list of class names whose length is not the model's class count.
+
+    Raises:
+        ValueError: naming both counts.
+    """
+    num_classes = cam_model.get_layer(HEAD_NAME).units
+    if len(class_names) != num_classes:
+        raise ValueError(f"The model has {num_classes} classes but {len(class_names)} class names were given: "
+                         f"{class_names!r}")
 
 
 def next_version_dir(model_base_path):

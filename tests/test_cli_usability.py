@@ -182,11 +182,15 @@ def test_export_with_a_repeated_class_name_notes_it_and_exports(run_dir, tmp_pat
 
 @pytest.mark.parametrize("extra, message", [
     (["--class-names", "a,b"], "The model has 3 classes but 2 class names were given"),
+    (["--class-names", "TMP"], "--class-names 'TMP': a folder; give a file of names"),
+    (["--class-names", "TMP/names.txt"], "--class-names 'TMP/names.txt': file not found"),
 ])
 def test_export_mistakes_are_one_line(run_dir, tmp_path, extra, message, capsys):
+    extra = [a.replace("TMP", str(tmp_path)) for a in extra]
     assert cli.main(["export", str(run_dir), "--saved-models-dir", str(tmp_path / "sm"), *extra]) == 2
-    err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+    captured = capsys.readouterr()
+    assert message.replace("TMP", str(tmp_path)) in captured.err and "Traceback" not in captured.err
+    assert "Exporting" not in captured.out  # refused before it says it exports
     assert not (tmp_path / "sm" / run_dir.name / "1").exists()
 
 

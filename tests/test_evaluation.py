@@ -235,6 +235,12 @@ def test_boxes_csv_from_excel_byte_order_mark_and_semicolons(tmp_path):
     with pytest.raises(ValueError, match=r"zero.csv:2: the image's width and height must be positive. "
                                          r"Received: width=0, height=8"):
         annotations.read_boxes_csv(str(tmp_path / "zero.csv"))
+    # Spaces after the commas and capitalized column names, as hand-made files have them.
+    (tmp_path / "spaced.csv").write_text("Split, Class, Filename, Width, Height, XMin, YMin, XMax, YMax\n"
+                                         "val, disk, x.png, 8, 8, 0, 0, 4, 4\n")
+    spaced = annotations.read_boxes_csv(str(tmp_path / "spaced.csv"))
+    assert list(spaced) == [("val", "disk", "x.png")]
+    assert spaced["val", "disk", "x.png"]["boxes"].tolist() == [[0, 0, 4, 4]]
     (tmp_path / "latin1.csv").write_bytes(("\n".join(rows) + "\nval,dïsk,y.png,8,8,0,0,4,4\n").encode("latin-1"))
     with pytest.raises(ValueError, match="latin1.csv: not UTF-8 text"):
         annotations.read_boxes_csv(str(tmp_path / "latin1.csv"))
