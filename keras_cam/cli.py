@@ -592,6 +592,18 @@ def _ground_truth(args):
     return records, [], f"{args.boxes}" + (f" ({args.split})" if args.split else "")
 
 
+# Failures named one a line on stderr; past these many, the rest are counted.
+_SHOWN_FAILURES = 20
+
+
+def _print_failures(prog, records, listed=""):
+    for record in records[:_SHOWN_FAILURES]:
+        print(f"{prog}: error: {record['image']}: {record['error']}", file=sys.stderr)
+    if len(records) > _SHOWN_FAILURES:
+        print(f"{prog}: error: ... and {len(records) - _SHOWN_FAILURES} more images that could not be "
+              f"evaluated{listed}", file=sys.stderr)
+
+
 def _evaluate(args):
     given = [flag for flag, value in (("--boxes", args.boxes), ("--voc", args.voc), ("--tfds", args.tfds)) if value]
     if len(given) != 1:
@@ -636,15 +648,13 @@ def _evaluate(args):
                                                  criterion=args.calibrate_for)
     except evaluation.NothingEvaluatedError as error:
         bar.close()
-        # The images that could not even be read count too: name every failure, then why none was scored.
-        for record in unread + error.errors:
-            print(f"{args.prog}: error: {record['image']}: {record['error']}", file=sys.stderr)
+        # The images that could not even be read count too: name the failures, then why none was scored.
+        _print_failures(args.prog, unread + error.errors)
         raise UserError(str(evaluation.NothingEvaluatedError(unread + error.errors, source))) from None
     bar.close()
     report["errors"] = unread + report["errors"]
     report["num_failed"] = len(report["errors"])
-    for record in report["errors"]:
-        print(f"{args.prog}: error: {record['image']}: {record['error']}", file=sys.stderr)
+    _print_failures(args.prog, report["errors"], listed=" (the --json report lists every one in its errors)")
     not_calibrated = None
     if args.calibrate:
         try:

@@ -628,6 +628,19 @@ def test_cli_user_mistakes_are_one_line(exported, images, tmp_path, capsys, argv
     assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
 
 
+def test_cli_names_the_first_failures_and_counts_the_rest(exported, tmp_path, capsys):
+    data = tmp_path / "data"
+    (data / "zebra").mkdir(parents=True)
+    rows = [("val", "zebra", f"z{i:02d}.png", 64, 64, 0, 0, 8, 8) for i in range(25)]
+    code, _, err = _run_cli(capsys, "--saved_model", exported, "--data", data,
+                            "--boxes", _write_csv(tmp_path / "b.csv", rows))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 22, err
+    assert all("class 'zebra' is not one of the model's classes" in line for line in lines[:20])
+    assert lines[20] == "evaluate.py: error: ... and 5 more images that could not be evaluated"
+    assert lines[21].startswith("evaluate.py: error: No image could be evaluated (25 failed)")
+
+
 def test_cli_plot_into_a_folder_is_refused_before_calibrating(exported, images, tmp_path, capsys):
     csv_path = _truth_csv(images, tmp_path / "boxes.csv", _own_boxes(images, TAU))
     base = _copy_model(exported, tmp_path / "m")
