@@ -635,6 +635,11 @@ def _evaluate(args):
     from keras_cam import evaluation, inference
     examples, read_errors, source = _ground_truth(args)
     loaded = inference.load_saved_model(args.saved_model)
+    if args.calibrate:  # before the evaluation, which can take long, rather than after it
+        try:
+            evaluation.calibrated_version_dir(args.saved_model)
+        except ValueError as error:
+            raise UserError(f"--calibrate: {error}") from None
     from keras_cam.progress import Progress
     total = len(examples) if hasattr(examples, "__len__") else None  # TFDS streams its examples
     bar = Progress(total, enabled=not (args.quiet or args.json), unit="images")

@@ -299,11 +299,20 @@ def save_calibrated_version(loaded, saved_model_path, tau):
     if tau is None:
         raise ValueError("Nothing to calibrate: at no tau does any image score under the calibration "
                          "criterion (--calibrate-for) on these images.")
+    return export.export_with_tau(loaded, tau, calibrated_version_dir(saved_model_path))
+
+
+def calibrated_version_dir(saved_model_path):
+    """Where calibration writes: the next version beside the SavedModel's numbered folder.
+
+    Raises:
+        ValueError: the SavedModel is not in a numbered version folder.
+    """
     version_dir = os.path.normpath(inference.resolve_version_dir(saved_model_path))
     if not os.path.basename(version_dir).isdigit():
         raise ValueError(f"Calibration writes the next version beside the SavedModel, which must be in a "
                          f"numbered folder such as saved_models/NAME/1. Received: {saved_model_path!r}")
-    return export.export_with_tau(loaded, tau, export.next_version_dir(os.path.dirname(version_dir)))
+    return export.next_version_dir(os.path.dirname(version_dir))
 
 
 CRITERION_NAMES = {"box_acc": "mean BoxAcc", "loc": "GT-known Loc"}

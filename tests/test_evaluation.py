@@ -522,6 +522,18 @@ def test_calibration_needs_a_numbered_version_folder(exported, loaded, tmp_path)
         evaluation.save_calibrated_version(loaded, str(plain), 0.3)
 
 
+def test_cli_calibrate_outside_a_numbered_folder_is_refused_before_evaluating(exported, images, tmp_path, capsys):
+    plain = tmp_path / "model"
+    shutil.copytree(exported, plain)
+    csv_path = _truth_csv(images, tmp_path / "boxes.csv", _own_boxes(images, TAU))
+    code, out, err = _run_cli(capsys, "--saved_model", plain, "--data", images["root"], "--boxes", csv_path,
+                              "--calibrate")
+    assert code == 2 and out == ""  # no report: nothing was evaluated
+    assert err.strip().splitlines() == [
+        f"evaluate.py: error: --calibrate: Calibration writes the next version beside the SavedModel, which must be "
+        f"in a numbered folder such as saved_models/NAME/1. Received: {str(plain)!r}"]
+
+
 # ----------------------------------------------------------------------------- command line
 
 def test_cli_table_and_exit_status(exported, images, tmp_path, capsys):
