@@ -359,6 +359,18 @@ def left_out(paths):
     return out
 
 
+def loose_images(folder):
+    """Images lying directly in a data folder, beside its class folders: not used.
+
+    Returns:
+        list of ``(path, reason)``; other files there (a README, a boxes CSV) are not listed.
+    """
+    return [(os.path.join(folder, f), "an image outside the class folders: not used (only images inside a "
+                                      "class folder are)")
+            for f in sorted(os.listdir(folder))
+            if not f.startswith(".") and is_image_file(f) and os.path.isfile(os.path.join(folder, f))]
+
+
 def readable_name(name):
     """A file or folder name as printable text: bytes that are not valid UTF-8 (which
     ``os.listdir`` returns as surrogate escapes) become ``\\xNN``."""

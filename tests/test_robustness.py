@@ -247,6 +247,24 @@ def test_training_data_skips_lists_and_keeps(messy, tmp_path):
     assert sorted(line.split("\t")[0].rsplit("/", 1)[-1] for line in listed) == sorted(ODD_SKIPPED)
 
 
+@pytest.mark.parametrize("layout", ["flat", "train_val"])
+def test_images_beside_the_class_folders_are_listed_as_not_used(tmp_path, layout):
+    root = tmp_path / "data"
+    folders = [root / "train", root / "val"] if layout == "train_val" else [root]
+    for folder in folders:
+        for name in ("cat", "dog"):
+            (folder / name).mkdir(parents=True)
+            for i in range(3):
+                (folder / name / f"{i}.png").write_bytes(cv2_encode(IMAGE, ".png"))
+        (folder / "stray.png").write_bytes(cv2_encode(IMAGE, ".png"))
+        (folder / "README.txt").write_text("not an image: not listed")
+    config = training.TrainConfig(data=str(root), classes=2, val_split=0.34)
+    train, val, skipped = training.prepare_data(config, str(tmp_path))
+    assert len(train.paths) + len(val.paths) == 6 * len(folders)
+    assert skipped == [(str(folder / "stray.png"), "an image outside the class folders: not used (only images "
+                                                   "inside a class folder are)") for folder in folders]
+
+
 def test_unreadable_file_is_skipped(tmp_path):
     path = tmp_path / "secret.png"
     path.write_bytes(cv2_encode(IMAGE, ".png"))
