@@ -313,6 +313,8 @@ def _train(args):
     skipped = result["skipped"]
     for path, reason in skipped[:10]:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    if args.resume:  # a run killed mid-export left its temporary copy in the run's own model folder
+        storage.remove_temporaries(base)
     target = export.next_version_dir(base)
     # Versions written after train.py's last export (evaluate.py --calibrate) carry a
     # tau chosen for the model before this training; the new export has the run's own.

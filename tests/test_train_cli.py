@@ -278,7 +278,9 @@ def test_a_resume_whose_export_failed_exports_next_time(images, tmp_path, monkey
     run = _one_epoch_run(images, tmp_path, capsys)
     real = export.export_saved_model
 
-    def full_disk(*args, **kwargs):
+    def full_disk(cam_model, class_names, target, **kwargs):
+        # What a process killed mid-write leaves: its temporary copy beside the versions.
+        os.makedirs(os.path.join(os.path.dirname(target), ".tmp-2-0123456789ab", "variables"))
         raise storage.WriteError("Could not write the export: no space left on device.")
     monkeypatch.setattr(export, "export_saved_model", full_disk)
     assert cli.command_main("train", ["--resume", str(run), "--epochs", "2", "--quiet"], prog="train.py") == 2
@@ -288,6 +290,7 @@ def test_a_resume_whose_export_failed_exports_next_time(images, tmp_path, monkey
     assert cli.command_main("train", ["--resume", str(run), "--quiet"], prog="train.py") == 0
     out = capsys.readouterr().out
     assert "has finished" not in out and out.strip().endswith(str(tmp_path / "saved" / run.name / "2"))
+    assert sorted(os.listdir(tmp_path / "saved" / run.name)) == ["1", "2"]  # the temporary copy is gone
     assert json.loads((run / "export.json").read_text())["epoch"] == 2
     assert cli.command_main("train", ["--resume", str(run), "--quiet"], prog="train.py") == 0
     assert "has finished its 2 epochs" in capsys.readouterr().out
