@@ -513,8 +513,11 @@ def _export(args):
         class_names = _read_class_names(args.class_names)
     if class_names is None:
         raise UserError(f"{args.source!r}: no class_names.json in its run folder; give --class-names")
-    if args.name is not None and not args.name.strip():
-        raise UserError(f"--name {args.name!r}: give a model name (or leave --name out for the run's own)")
+    if args.name is not None and (not args.name.strip() or args.name in (".", "..") or "/" in args.name
+                                  or os.sep in args.name):
+        # One folder inside --saved-models-dir: "..", "." or a path would put the model elsewhere.
+        raise UserError(f"--name {args.name!r}: give a model name, one folder name without a path (or leave "
+                        f"--name out for the run's own)")
     base = os.path.join(args.saved_models_dir, args.name or name)
     _check_same_classes(base, class_names)
     target = export.next_version_dir(base)

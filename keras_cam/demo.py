@@ -17,24 +17,24 @@ from keras_cam.calibration import calibrate_tau
 DEMO_IMAGE_SIZE = 96
 
 
+# Written into the data folder the demo generates: only a folder holding it is the demo's to replace.
+DATA_MARKER = ".keras-cam-demo-data"
+
+
 def _clear_previous_data(data_dir, log):
     """Removes the data of an earlier demo in the same folder, which new data must replace.
 
     Another run's images would stay beside the new ones (and be trained on) while its
-    ``boxes.csv`` is rewritten. Only a folder laid out as the demo writes it is removed.
+    ``boxes.csv`` is rewritten. Only a folder the demo marked as its own is removed.
 
     Raises:
-        ValueError: ``data_dir`` holds something else.
+        ValueError: ``data_dir`` exists and is not the demo's.
     """
     if not os.path.lexists(data_dir):
         return
-    splits = ("train", "test")
-    ours = (os.path.isdir(data_dir) and not os.path.islink(data_dir)
-            and set(os.listdir(data_dir)) <= {"boxes.csv", *splits}
-            and all(set(os.listdir(os.path.join(data_dir, split))) <= set(synthetic.CLASSES)
-                    for split in splits if os.path.isdir(os.path.join(data_dir, split))))
-    if not ours:
-        raise ValueError(f"{data_dir} exists and is not the data of an earlier demo; give another --out")
+    if os.path.islink(data_dir) or not os.path.isfile(os.path.join(data_dir, DATA_MARKER)):
+        raise ValueError(f"{data_dir} exists and is not the data of an earlier demo (it has no {DATA_MARKER}); "
+                         f"give another --out, or remove it yourself")
     log(f"Replacing the data of an earlier demo in {data_dir}")
     shutil.rmtree(data_dir)
 
@@ -64,6 +64,9 @@ def run(out, epochs=12, train_per_class=500, test_per_class=50, verbose=True, lo
     _clear_previous_data(data_dir, log)
     log(f"[1/4] Generating synthetic data in {data_dir}: {train_per_class} training and "
         f"{test_per_class} held-out images per class {synthetic.CLASSES}")
+    os.makedirs(data_dir)
+    with open(os.path.join(data_dir, DATA_MARKER), "w") as f:
+        f.write("Made by keras-cam demo; the next demo run into this folder replaces it.\n")
     csv_path = synthetic.write_dataset(data_dir, {"train": train_per_class, "test": test_per_class},
                                        size=DEMO_IMAGE_SIZE, seed=seed)
     config = training.TrainConfig(

@@ -237,14 +237,19 @@ def localize_files(loaded, paths, batch_size=16):
     Args:
         loaded: from ``load_saved_model``.
         paths: iterable of image paths.
-        batch_size: images per call of the model.
+        batch_size: int >= 1, images per call of the model.
 
     Yields:
         One dict per image, in order: ``image``, ``class_id``, ``class_name``,
         ``score``, ``boxes`` (pixel ``[xmin, ymin, xmax, ymax]`` in the original
         image, best first), ``box_scores``, ``width``, ``height``, ``cam`` (float32
         (h, w) in [0, 1]); or ``image`` and ``error`` for an image that failed.
+
+    Raises:
+        ValueError: a ``batch_size`` that is not a positive integer (at the first item).
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
     serve = loaded.signatures["serving_default"]
     paths = iter(paths)
     pending, ready = [], 0

@@ -184,8 +184,12 @@ def test_export_with_a_repeated_class_name_notes_it_and_exports(run_dir, tmp_pat
     (["--class-names", "a,b"], "The model has 3 classes but 2 class names were given"),
     (["--class-names", "TMP"], "--class-names 'TMP': a folder; give a file of names"),
     (["--class-names", "TMP/names.txt"], "--class-names 'TMP/names.txt': file not found"),
-    (["--name", ""], "--name '': give a model name (or leave --name out for the run's own)"),
-    (["--name", " "], "--name ' ': give a model name (or leave --name out for the run's own)"),
+    (["--name", ""], "--name '': give a model name, one folder name without a path"),
+    (["--name", " "], "--name ' ': give a model name, one folder name without a path"),
+    (["--name", "."], "--name '.': give a model name, one folder name without a path"),
+    (["--name", ".."], "--name '..': give a model name, one folder name without a path"),
+    (["--name", "../escape"], "--name '../escape': give a model name, one folder name without a path"),
+    (["--name", "a/b"], "--name 'a/b': give a model name, one folder name without a path"),
 ])
 def test_export_mistakes_are_one_line(run_dir, tmp_path, extra, message, capsys):
     extra = [a.replace("TMP", str(tmp_path)) for a in extra]

@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from keras_cam import cli, demo
 
 
@@ -31,16 +33,19 @@ def test_a_small_demo_draws_every_held_out_image_and_works_from_any_directory(tm
         == [6, 6, 6]
 
 
-def test_a_demo_folder_whose_data_folder_holds_something_else_is_refused(tmp_path, capsys):
-    (tmp_path / "d" / "data" / "photos").mkdir(parents=True)
+@pytest.mark.parametrize("content", ["photos", "boxes.csv", "train/disk/mine.jpg"])
+def test_a_demo_folder_whose_data_folder_holds_something_else_is_refused(tmp_path, capsys, content):
+    # Even names the demo itself writes: without the demo's mark the folder is the user's.
+    mine = tmp_path / "d" / "data" / content
+    mine.parent.mkdir(parents=True)
+    mine.mkdir() if content == "photos" else mine.write_text("my own annotations")
     assert cli.main(["demo", "--out", str(tmp_path / "d"), "--quiet"]) == 2
-    assert f"{tmp_path / 'd' / 'data'} exists and is not the data of an earlier demo; give another --out" in \
-        capsys.readouterr().err
-    assert os.listdir(tmp_path / "d" / "data") == ["photos"]
+    assert (f"{tmp_path / 'd' / 'data'} exists and is not the data of an earlier demo (it has no "
+            f"{demo.DATA_MARKER}); give another --out, or remove it yourself") in capsys.readouterr().err
+    assert mine.exists() and (mine.is_dir() or mine.read_text() == "my own annotations")
 
 
 def test_demo_flags_are_checked_before_any_work(tmp_path, capsys):
-    import pytest
     for flag in ("--train-per-class", "--test-per-class"):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["demo", "--out", str(tmp_path / "d"), flag, "0"])
