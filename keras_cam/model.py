@@ -95,6 +95,10 @@ BACKBONES = {
 }
 
 
+# What set_trainable trains: everything, the head only, or the head and the last stage.
+TRAIN_LAYERS = ("all", "head", "last_stage")
+
+
 def check_feature_stride(backbone, feature_stride):
     """Refuses a ``feature_stride`` the backbone cannot give (only half its own stride can).
 
@@ -407,7 +411,7 @@ def set_trainable(cam_model, train_layers):
         cam_model: a model from ``build_cam_model``.
         train_layers: ``"all"``, ``"head"`` or ``"last_stage"``.
     """
-    if train_layers not in ("all", "head", "last_stage"):
+    if train_layers not in TRAIN_LAYERS:
         raise ValueError(f"train_layers must be 'all', 'head' or 'last_stage'. Received: {train_layers!r}")
     layers = [l for l in cam_model.layers if not isinstance(l, keras.layers.InputLayer)]
     if train_layers == "all":

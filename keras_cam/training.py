@@ -34,6 +34,7 @@ from keras_cam import data, objectness, precision, storage, summaries
 from keras_cam.boxes import DEFAULT_TAU
 from keras_cam.model import (
     BACKBONES,
+    TRAIN_LAYERS,
     build_cam_model,
     center_head,
     check_feature_stride,
@@ -87,6 +88,14 @@ def check_config(config):
                         ("--image-size", config.image_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{flag} must be a positive integer. Received: {value!r}")
+    for flag, value in (("--learning-rate", config.learning_rate), ("--val-split", config.val_split),
+                        ("--tau", config.tau), ("--box-extent", config.box_extent)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{flag} must be a number. Received: {value!r}")
+    if config.backbone not in BACKBONES:
+        raise ValueError(f"--backbone must be one of {', '.join(BACKBONES)}. Received: {config.backbone!r}")
+    if config.train_layers not in TRAIN_LAYERS:
+        raise ValueError(f"--train-layers must be one of {', '.join(TRAIN_LAYERS)}. Received: {config.train_layers!r}")
     if not (math.isfinite(config.learning_rate) and config.learning_rate >= 0):  # 0: nothing learns (tests use it)
         raise ValueError(f"--learning-rate must be a number >= 0. Received: {config.learning_rate!r}")
     if config.image_size < 32:
@@ -95,13 +104,12 @@ def check_config(config):
         raise ValueError(f"--val-split must be in [0, 1). Received: {config.val_split!r}")
     if not (isinstance(config.seed, int) and 0 <= config.seed < 2 ** 32):
         raise ValueError(f"--seed must be an integer in [0, 2**32 - 1]. Received: {config.seed!r}")
-    if config.backbone in BACKBONES:  # an unknown one is named by build_cam_model
-        try:
-            check_feature_stride(config.backbone, config.feature_stride)
-        except ValueError:
-            own = BACKBONES[config.backbone].stride
-            raise ValueError(f"--feature-stride must be {own // 2} for --backbone {config.backbone} (half of its "
-                             f"own stride {own}; leave it out for {own}). Received: {config.feature_stride!r}") from None
+    try:
+        check_feature_stride(config.backbone, config.feature_stride)
+    except ValueError:
+        own = BACKBONES[config.backbone].stride
+        raise ValueError(f"--feature-stride must be {own // 2} for --backbone {config.backbone} (half of its own "
+                         f"stride {own}; leave it out for {own}). Received: {config.feature_stride!r}") from None
     weights = config.weights
     if isinstance(weights, str) and weights.lower() not in ("imagenet", "none") and not os.path.isfile(weights):
         raise ValueError(f"--weights {weights!r}: no such file (give 'imagenet', 'none' or the path of a weights "
@@ -455,6 +463,11 @@ def train(config, run_dir, verbose=1, log=None):
     """
     check_config(config)
     precision.check_precision(config.precision)
+    # The model before the data: a weights file or layer name it cannot use is named
+    # before every image is scanned, and leaves the run folder as it was.
+    keras.utils.set_random_seed(config.seed)
+    cam_model = build_cam_model(config.classes, config.backbone, config.weights, config.image_size,
+                                feature_stride=config.feature_stride, objectness_layers=config.objectness_layers)
     train_set, val_set, skipped = prepare_data(config, run_dir)
     # After the data checks: a resume that fails on them leaves the run's settings as they were.
     storage.write_text(os.path.join(run_dir, "config.json"), config.to_json())
@@ -463,9 +476,6 @@ def train(config, run_dir, verbose=1, log=None):
         os.makedirs(folder, exist_ok=True)
         storage.remove_temporaries(folder)  # left by a run killed mid-write
     state = read_resume_state(run_dir)
-    keras.utils.set_random_seed(config.seed)
-    cam_model = build_cam_model(config.classes, config.backbone, config.weights, config.image_size,
-                                feature_stride=config.feature_stride, objectness_layers=config.objectness_layers)
     if state is None:
         zero_head(cam_model)
     set_trainable(cam_model, config.train_layers)

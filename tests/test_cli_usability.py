@@ -86,6 +86,11 @@ def test_cli_defaults_are_the_library_defaults():
     parser = cli._parser("evaluate", "x")
     (action,) = [a for a in parser._actions if "--calibrate-for" in a.option_strings]
     assert tuple(action.choices) == calibration.CRITERIA and action.default == calibration.DEFAULT_CRITERION
+    # So are train's --backbone and --train-layers: the same as the library's.
+    from keras_cam import model
+    train = {a.dest: a for a in cli._parser("train", "x")._actions}
+    assert list(train["backbone"].choices) == list(model.BACKBONES)
+    assert tuple(train["train_layers"].choices) == model.TRAIN_LAYERS
 
 
 # --- export ---------------------------------------------------------------------------

@@ -75,6 +75,10 @@ def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, flag, val
      "--weights '/nonexistent/w.h5': no such file (give 'imagenet', 'none' or the path of a weights file)"),
     ("feature_stride", 32, "--feature-stride must be 16 for --backbone resnet50 (half of its own stride 32; "
                            "leave it out for 32). Received: 32"),
+    ("learning_rate", "0.1", "--learning-rate must be a number. Received: '0.1'"),
+    ("tau", None, "--tau must be a number. Received: None"),
+    ("backbone", "vgg", "--backbone must be one of resnet50, resnet18, mobilenet_v2, tiny. Received: 'vgg'"),
+    ("train_layers", "bogus", "--train-layers must be one of all, head, last_stage. Received: 'bogus'"),
 ])
 def test_the_library_refuses_the_same_settings_before_a_run_starts(field, value, message):
     config = training.TrainConfig(data="x", classes=3, **{field: value})
@@ -95,6 +99,16 @@ def test_a_feature_stride_the_backbone_cannot_give_is_refused_before_a_run_folde
     assert ("train.py: error: --feature-stride must be 4 for --backbone tiny (half of its own stride 8; leave it "
             "out for 8). Received: 16") in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_layer_name_the_model_lacks_is_refused_before_the_data_is_scanned(images, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    config = training.TrainConfig(data=str(images), classes=3, backbone="tiny", weights="none", image_size=32,
+                                  objectness_layers=["nope"])
+    with pytest.raises(ValueError, match="objectness_layers: backbone 'tiny' has no 4x4 layer 'nope'"):
+        training.train(config, str(run), verbose=0)
+    assert os.listdir(run) == []  # no config.json, class list or skipped list of a run that never started
 
 
 def test_a_missing_weights_file_is_refused_before_a_run_folder_is_made(images, tmp_path, capsys):
