@@ -60,6 +60,17 @@ def check_box(box, width=None, height=None):
     return b
 
 
+def check_box_extent(box_extent):
+    """Refuses a ``box_extent`` that is not 0 or a positive number.
+
+    Raises:
+        ValueError: naming the value.
+    """
+    if (isinstance(box_extent, bool) or not isinstance(box_extent, (int, float, np.number))
+            or not (np.isfinite(float(box_extent)) and float(box_extent) >= 0.0)):
+        raise ValueError(f"box_extent must be 0 or a positive number. Received: box_extent={box_extent!r}")
+
+
 def moment_box(xs, ys, box_extent, bounds):
     """The moment box of a region's foreground pixels (see the module docstring).
 
@@ -117,10 +128,9 @@ def boxes_from_cam(cam, tau=DEFAULT_TAU, all_regions=False, box_extent=DEFAULT_B
         raise ValueError(f"boxes_from_cam takes one (H, W) map. Received shape {cam.shape}")
     if not np.all(np.isfinite(cam)):
         raise ValueError("The activation map holds NaN or infinite values; cannot compute boxes.")
-    if not 0.0 <= float(tau) < 1.0:
-        raise ValueError(f"tau must be in [0, 1). Received: tau={tau!r}")
-    if not (np.isfinite(float(box_extent)) and float(box_extent) >= 0.0):
-        raise ValueError(f"box_extent must be 0 or a positive number. Received: box_extent={box_extent!r}")
+    check_box_extent(box_extent)
+    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.number)) or not 0.0 <= float(tau) < 1.0:
+        raise ValueError(f"tau must be a number in [0, 1). Received: tau={tau!r}")
     mask = (cam > tau).astype(np.uint8)
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
@@ -157,7 +167,17 @@ def _whole_pixels(boxes, height, width):
     Each edge goes to the nearest pixel edge; a box of some width and height that
     this would leave without one of them (an image of a few pixels, or a box under a
     pixel wide) keeps one pixel there, so that it still covers some of the image.
+
+    Raises:
+        ValueError: a size that is not positive, or a box that is not finite or has
+            a min above its max.
     """
+    if not (height > 0 and width > 0):
+        raise ValueError(f"An image needs a positive height and width. Received: height={height!r}, width={width!r}")
+    if not np.all(np.isfinite(boxes)):
+        raise ValueError(f"Boxes must be finite numbers. Received: {boxes.tolist()!r}")
+    if np.any(boxes[:, 2] < boxes[:, 0]) or np.any(boxes[:, 3] < boxes[:, 1]):
+        raise ValueError(f"A box needs min <= max on both axes. Received: {boxes.tolist()!r}")
     out = np.clip(np.rint(boxes), 0, [width, height, width, height])
     for lo, hi, side in ((0, 2, width), (1, 3, height)):
         empty = (out[:, hi] <= out[:, lo]) & (boxes[:, hi] > boxes[:, lo])
@@ -175,10 +195,16 @@ def scale_boxes(boxes, from_size, to_size):
         to_size: ``(height, width)`` of the target frame (e.g. the original image).
 
     Returns:
-        int32 (N, 4) boxes in the target frame, rounded to whole pixels inside it,
-        each at least one pixel wide and high.
+        int32 (N, 4) boxes in the target frame, rounded to whole pixels inside it;
+        a box with some width and height keeps at least one pixel of each.
+
+    Raises:
+        ValueError: a size that is not positive, or a box that is not finite or has
+            a min above its max.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if not (from_size[0] > 0 and from_size[1] > 0):
+        raise ValueError(f"from_size needs a positive height and width. Received: from_size={from_size!r}")
     sy = to_size[0] / from_size[0]
     sx = to_size[1] / from_size[1]
     return _whole_pixels(boxes * [sx, sy, sx, sy], to_size[0], to_size[1])
@@ -194,7 +220,12 @@ def normalized_to_pixel(boxes, height, width):
 
     Returns:
         int32 (N, 4) pixel boxes ``[xmin, ymin, xmax, ymax]``, rounded to whole
-        pixels inside the image, each at least one pixel wide and high.
+        pixels inside the image; a box with some width and height keeps at least
+        one pixel of each.
+
+    Raises:
+        ValueError: a size that is not positive, or a box that is not finite or has
+            a min above its max.
     """
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     return _whole_pixels(b[:, [1, 0, 3, 2]] * [width, height, width, height], height, width)

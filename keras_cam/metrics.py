@@ -50,7 +50,7 @@ Known differences from the reference code, all small and all deliberate:
 
 import numpy as np
 
-from keras_cam.boxes import boxes_from_cam
+from keras_cam.boxes import boxes_from_cam, check_box_extent
 
 # The IoU at which a box counts as a hit for MaxBoxAcc, Top-1 Loc and GT-known
 # Loc; fixed by the definitions, not a tuning knob.
@@ -407,6 +407,7 @@ class BoxAccumulator:
 
     def __init__(self, thresholds=None, deltas=DEFAULT_DELTAS, box_extent=0.0):
         self.thresholds = check_thresholds(thresholds)
+        check_box_extent(box_extent)
         self.box_extent = float(box_extent)
         self.deltas = _check_deltas(deltas)
         self._tracked = tuple(sorted(set(self.deltas) | {LOC_IOU_THRESHOLD}))

@@ -178,14 +178,26 @@ def test_random_maps_boxes_are_tight_and_cover_the_foreground():
     (np.zeros(5), 0.2, "takes one (H, W) map. Received shape (5,)"),
     (np.zeros((1, 4, 4)), 0.2, "takes one (H, W) map. Received shape (1, 4, 4)"),
     (np.zeros(()), 0.2, "takes one (H, W) map. Received shape ()"),
-    (np.zeros((4, 4)), 1.0, "tau must be in [0, 1). Received: tau=1.0"),
-    (np.zeros((4, 4)), 1.5, "tau must be in [0, 1). Received: tau=1.5"),
-    (np.zeros((4, 4)), -0.1, "tau must be in [0, 1). Received: tau=-0.1"),
-    (np.zeros((4, 4)), float("nan"), "tau must be in [0, 1)"),
+    (np.zeros((4, 4)), 1.0, "tau must be a number in [0, 1). Received: tau=1.0"),
+    (np.zeros((4, 4)), 1.5, "tau must be a number in [0, 1). Received: tau=1.5"),
+    (np.zeros((4, 4)), -0.1, "tau must be a number in [0, 1). Received: tau=-0.1"),
+    (np.zeros((4, 4)), float("nan"), "tau must be a number in [0, 1)"),
+    (np.zeros((4, 4)), None, "tau must be a number in [0, 1). Received: tau=None"),
+    (np.zeros((4, 4)), "0.5", "tau must be a number in [0, 1). Received: tau='0.5'"),
 ])
 def test_boxes_from_cam_bad_inputs(cam, tau, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         boxes_from_cam(cam, tau)
+
+
+@pytest.mark.parametrize("box_extent", [-1.0, float("nan"), float("inf"), "1", None, True])
+def test_a_bad_box_extent_is_refused_by_the_rule_and_the_accumulator(box_extent):
+    from keras_cam.metrics import BoxAccumulator
+    with pytest.raises(ValueError, match=re.escape(f"box_extent must be 0 or a positive number. Received: "
+                                                   f"box_extent={box_extent!r}")):
+        boxes_from_cam(np.zeros((4, 4)), 0.2, box_extent=box_extent)
+    with pytest.raises(ValueError, match="box_extent must be 0 or a positive number"):
+        BoxAccumulator(box_extent=box_extent)  # at once, not at the first update
 
 
 # --- scale_boxes and normalized_to_pixel ---------------------------------------------
@@ -228,6 +240,20 @@ def test_normalized_to_pixel_golden():
     # On an image of a few pixels every box keeps at least one of them.
     assert normalized_to_pixel([[0.6, 0.6, 0.9, 0.9], [0.0, 0.2, 0.4, 0.45]], 1, 1).tolist() == [[0, 0, 1, 1]] * 2
     assert normalized_to_pixel([[0.7, 0.1, 0.9, 0.2]], 2, 3000).tolist() == [[300, 1, 600, 2]]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: normalized_to_pixel([[0.5, 0.5, 0.1, 0.1]], 100, 50), "min <= max"),
+    (lambda: normalized_to_pixel([[0.1, np.nan, 0.5, 0.5]], 100, 50), "finite"),
+    (lambda: normalized_to_pixel([[0.1, 0.1, 0.5, 0.5]], 0, 50), "positive height and width"),
+    (lambda: scale_boxes([[0, 0, np.inf, 4]], (8, 8), (16, 16)), "finite"),
+    (lambda: scale_boxes([[4, 0, 2, 4]], (8, 8), (16, 16)), "min <= max"),
+    (lambda: scale_boxes([[0, 0, 2, 4]], (0, 10), (16, 16)), "from_size needs a positive height and width"),
+    (lambda: scale_boxes([[0, 0, 2, 4]], (8, 8), (0, 0)), "positive height and width"),
+])
+def test_box_conversions_refuse_what_is_not_a_box(call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()
 
 
 def test_normalized_to_pixel_round_trip():
