@@ -395,7 +395,7 @@ def prepare_data(config, run_dir):
     # JPEGs or a nested folder are not left out unnoticed (they do not stop a --strict
     # run), and so are class folders of DATA/val that DATA/train does not have.
     skipped = unreadable + data.left_out(paths)
-    skipped += [item for folder in ((train_dir, val_dir) if split_layout else (config.data,))
+    skipped += [item for folder in ((config.data, train_dir, val_dir) if split_layout else (config.data,))
                 for item in data.loose_images(folder)]
     if split_layout:
         skipped += [(os.path.join(val_dir, d), f"a class folder that {train_dir} does not have: not used")

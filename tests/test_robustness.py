@@ -250,17 +250,20 @@ def test_training_data_skips_lists_and_keeps(messy, tmp_path):
 @pytest.mark.parametrize("layout", ["flat", "train_val"])
 def test_images_beside_the_class_folders_are_listed_as_not_used(tmp_path, layout):
     root = tmp_path / "data"
-    folders = [root / "train", root / "val"] if layout == "train_val" else [root]
-    for folder in folders:
+    # The folders that hold class folders, and every folder where a stray image can lie.
+    class_parents = [root / "train", root / "val"] if layout == "train_val" else [root]
+    folders = sorted({root, *class_parents})
+    for folder in class_parents:
         for name in ("cat", "dog"):
             (folder / name).mkdir(parents=True)
             for i in range(3):
                 (folder / name / f"{i}.png").write_bytes(cv2_encode(IMAGE, ".png"))
+    for folder in folders:
         (folder / "stray.png").write_bytes(cv2_encode(IMAGE, ".png"))
         (folder / "README.txt").write_text("not an image: not listed")
     config = training.TrainConfig(data=str(root), classes=2, val_split=0.34)
     train, val, skipped = training.prepare_data(config, str(tmp_path))
-    assert len(train.paths) + len(val.paths) == 6 * len(folders)
+    assert len(train.paths) + len(val.paths) == 6 * len(class_parents)
     assert skipped == [(str(folder / "stray.png"), "an image outside the class folders: not used (only images "
                                                    "inside a class folder are)") for folder in folders]
 
