@@ -7,7 +7,7 @@ rectangles; k > 0: moment boxes, see ``keras_cam.boxes``) are variables inside t
 SavedModel.
 
 Signatures (all return the same named outputs):
-    ``serving_default``: ``image_bytes`` DT_STRING [-1], encoded JPEG/PNG/BMP/GIF of
+    ``serving_default``: ``image_bytes`` DT_STRING [-1], encoded JPEG/PNG/BMP/GIF/WebP of
         any size; decoding and resizing happen in the graph.
     ``predict_images``: ``images`` float32 [-1, S, S, 3], RGB 0-255 at input size
         (another size is refused: TF Serving does not check shapes).

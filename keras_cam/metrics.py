@@ -227,7 +227,8 @@ def best_iou(pred_boxes, gt_boxes):
         float in [0, 1]; 0.0 when either side has no box (an image without a
         predicted box is a miss at every delta).
     """
-    m = iou_matrix(pred_boxes, gt_boxes)
+    # An empty list ([] or np.zeros(0)) is no box, as np.zeros((0, 4)) is.
+    m = iou_matrix(*(np.zeros((0, 4)) if np.size(b) == 0 else b for b in (pred_boxes, gt_boxes)))
     return float(m.max()) if m.size else 0.0
 
 

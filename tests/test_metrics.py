@@ -75,6 +75,11 @@ def test_square_block_iou_at_tau_half(gt, expected):
     assert every[0] == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize("none", [[], np.zeros(0), np.zeros((0, 4))])
+def test_best_iou_of_no_box_is_zero_however_spelled(none):
+    assert best_iou(none, [[0, 0, 2, 2]]) == 0.0 and best_iou([[0, 0, 2, 2]], none) == 0.0
+
+
 def test_two_gt_boxes_best_of():
     # Box [3, 2, 7, 6] against a disjoint GT (IoU 0) and the shifted GT (1/3):
     # the image scores the better pair, 1/3.
