@@ -66,8 +66,7 @@ class CamServingModule(tf.Module):
         self.max_boxes = int(max_boxes)
         self.class_names = tf.Variable([str(c) for c in class_names], trainable=False, name="class_names")
         self.tau = tf.Variable(float(tau), trainable=False, name="tau")
-        if not 0.0 <= float(box_extent) < float("inf"):
-            raise ValueError(f"box_extent must be 0 or a positive number. Received: box_extent={box_extent!r}")
+        box_rule.check_box_extent(box_extent)
         self.box_extent = tf.Variable(float(box_extent), trainable=False, name="box_extent")
         size = self.image_size
         self.predict_images = tf.function(

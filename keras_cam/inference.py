@@ -248,7 +248,7 @@ def localize_files(loaded, paths, batch_size=16):
     Raises:
         ValueError: a ``batch_size`` that is not a positive integer (at the first item).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
     serve = loaded.signatures["serving_default"]
     paths = iter(paths)

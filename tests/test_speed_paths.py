@@ -5,6 +5,7 @@ Speed itself is shown by ``benchmarks/`` (``make bench``), never by timed tests.
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -39,6 +40,15 @@ def test_records_come_in_input_order_with_per_image_errors(exported, folder):
     assert ["error" in r for r in records] == ["fake" in p or "empty" in p for p in folder]
     assert records[1]["error"].startswith("not a readable image")
     assert records[4]["error"] == "empty file"
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5, True, "4"])
+def test_a_batch_size_that_is_not_a_positive_integer_is_named(exported, folder, batch_size):
+    loaded = inference.load_saved_model(exported)
+    with pytest.raises(ValueError, match=re.escape(f"batch_size must be a positive integer. Received: "
+                                                   f"batch_size={batch_size!r}")):
+        list(inference.localize_files(loaded, folder, batch_size=batch_size))
+    assert len(list(inference.localize_files(loaded, folder, batch_size=np.int64(3)))) == len(folder)
 
 
 def test_records_are_the_serving_graph_answers_in_pixels(exported, folder):
