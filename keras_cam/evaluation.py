@@ -144,9 +144,11 @@ def _score(example, class_id, out, size, accumulator):
     predicted = int(np.argmax(out["probabilities"]))
     accumulator.update(out["map"], box_rule.scale_boxes(truth, example.frame, (size, size)),
                        pred_class=predicted, true_class=class_id)
+    found = metrics.iou_matrix(served, truth_pixels).max(axis=0) >= metrics.LOC_IOU_THRESHOLD if n else []
     return {"image": example.image, "true_class": class_id, "predicted_class": predicted,
             "iou": metrics.best_iou(served[:1], truth_pixels),
-            "iou_all_boxes": metrics.best_iou(served, truth_pixels), "num_boxes": n}
+            "iou_all_boxes": metrics.best_iou(served, truth_pixels), "num_boxes": n,
+            "num_true_boxes": len(truth_pixels), "objects_found": int(np.sum(found))}
 
 
 class NothingEvaluatedError(ValueError):
@@ -186,7 +188,12 @@ def evaluate_saved_model(loaded, examples, thresholds=None, deltas=metrics.DEFAU
         delta use ``str(delta)``):
           * ``num_images``, ``num_failed``; ``model``: ``model_metadata``.
           * ``at_model_tau``: ``tau``, ``top1_cls``, ``top1_loc``, ``gt_known_loc``,
-            ``box_acc`` per delta and ``mean_box_acc`` (their mean), on the served boxes.
+            ``box_acc`` per delta and ``mean_box_acc`` (their mean), on the served boxes;
+            ``by_true_boxes``: for the images with ``one`` true box and with
+            ``several``, ``num_images``, ``gt_known_loc``, ``mean_box_acc``,
+            ``true_boxes``, ``objects_found`` (true boxes some served box matches at
+            IoU >= 0.5) and ``object_recall`` (their share); ``num_images`` alone
+            when there is no such image.
           * ``max_box_acc`` (+ ``max_box_acc_tau``), ``max_box_acc_v2``,
             ``max_box_acc_per_delta`` and ``best_tau`` (``{"largest"|"all": {delta: ...}}``).
           * ``calibrated_tau``: the tau ``calibration.choose_tau`` picks on these images
@@ -195,7 +202,8 @@ def evaluate_saved_model(loaded, examples, thresholds=None, deltas=metrics.DEFAU
           * ``curves``: ``thresholds`` and, per tau, ``largest`` / ``all`` ``{delta:
             BoxAcc}``, ``mean_box_acc``, ``top1_loc`` and ``gt_known_loc``.
           * ``images``: per image ``image``, ``true_class``, ``predicted_class``,
-            ``iou`` (first served box), ``iou_all_boxes``, ``num_boxes``.
+            ``iou`` (first served box), ``iou_all_boxes``, ``num_boxes``,
+            ``num_true_boxes`` and ``objects_found``.
           * ``errors``: per failed image ``image`` and ``error``.
 
     Raises:
@@ -257,6 +265,17 @@ def _report(info, accumulator, rows, errors, criterion):
     at_tau = metrics.localization_accuracies([r["predicted_class"] for r in rows],
                                              [r["true_class"] for r in rows], iou)
     box_acc = {str(d): float(np.mean(iou_all >= d)) for d in deltas}
+    several = np.array([r["num_true_boxes"] > 1 for r in rows])
+
+    def subset(keep):
+        """The model-tau figures of some images, and how many of their objects a box found."""
+        if not keep.any():
+            return {"num_images": 0}
+        true_boxes = sum(r["num_true_boxes"] for r, k in zip(rows, keep) if k)
+        found = sum(r["objects_found"] for r, k in zip(rows, keep) if k)
+        return {"num_images": int(keep.sum()), "gt_known_loc": float(np.mean(iou[keep] >= metrics.LOC_IOU_THRESHOLD)),
+                "mean_box_acc": float(np.mean([np.mean(iou_all[keep] >= d) for d in deltas])),
+                "true_boxes": int(true_boxes), "objects_found": int(found), "object_recall": found / true_boxes}
 
     def by_delta(d):
         return {mode: {str(k): float(v) for k, v in per.items()} for mode, per in d.items()}
@@ -265,7 +284,8 @@ def _report(info, accumulator, rows, errors, criterion):
         "num_images": len(rows), "num_failed": len(errors), "model": info,
         "at_model_tau": {"tau": info["tau"], "top1_cls": at_tau["top1_cls"], "top1_loc": at_tau["top1_loc"],
                          "gt_known_loc": at_tau["gt_known_loc"], "box_acc": box_acc,
-                         "mean_box_acc": float(np.mean(list(box_acc.values())))},
+                         "mean_box_acc": float(np.mean(list(box_acc.values()))),
+                         "by_true_boxes": {"one": subset(~several), "several": subset(several)}},
         "max_box_acc": result["max_box_acc"], "max_box_acc_tau": result["max_box_acc_tau"],
         "max_box_acc_v2": result["max_box_acc_v2"],
         "max_box_acc_per_delta": by_delta(result["max_box_acc_per_delta"]),
@@ -361,6 +381,16 @@ def format_report(report, source=""):
     header = f"{title}; model: {len(model['class_names'])} classes, {model['image_size']} px, tau {model['tau']:.2f}"
     lines = [header]
     lines += [f"  {name:<{width}}  {value:>5}  {note}".rstrip() for name, value, note in rows]
+    groups = at.get("by_true_boxes", {})  # reports written before it: none
+    if groups.get("several", {}).get("num_images"):
+        lines.append(f"  at the model's tau, by true boxes per image (objects found: true boxes a box matches "
+                     f"at IoU >= 0.5):")
+        for key, name in (("one", "one true box"), ("several", "several true boxes")):
+            g = groups[key]
+            if g["num_images"]:
+                lines.append(f"    {g['num_images']} images with {name}: GT-known Loc {g['gt_known_loc']:.3f}, "
+                             f"mean BoxAcc {g['mean_box_acc']:.3f}, objects found {g['objects_found']} of "
+                             f"{g['true_boxes']}")
     return "\n".join(lines)
 
 

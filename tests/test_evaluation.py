@@ -365,6 +365,38 @@ def test_figures_worked_out_from_the_models_own_boxes(loaded, cam_model, images,
     json.dumps(report)  # serializable as it is
 
 
+def test_figures_by_true_boxes_per_image_worked_out_from_the_models_own_boxes(loaded, images, tmp_path):
+    """As above, and images 1 and 3 get a second true box, a far 4x4 corner that no box finds.
+
+    One true box: images 0, 2, 4 (hits) and 5 (a miss): Loc 3/4, BoxAcc 3/4, 3 of 4 objects
+    found. Several: image 1 (its own box: a hit, 1 of 2 objects) and 3 (0 of 2): Loc 1/2,
+    BoxAcc 1/2, 1 of 4 objects found.
+    """
+    own = _own_boxes(images, TAU)
+    first = [own[i] if i in (0, 1, 2, 4) else _far_corner_box(own[i]) for i in range(6)]
+    rows = [("val", CLASS_NAMES[images["labels"][i]], os.path.basename(images["paths"][i]), IMAGE_SIZE, IMAGE_SIZE,
+             *first[i]) for i in range(6)]
+    rows += [("val", CLASS_NAMES[images["labels"][i]], os.path.basename(images["paths"][i]), IMAGE_SIZE, IMAGE_SIZE,
+              *_far_corner_box(own[i])) for i in (1,)]
+    rows += [("val", CLASS_NAMES[images["labels"][3]], os.path.basename(images["paths"][3]), IMAGE_SIZE, IMAGE_SIZE,
+              *_far_corner_box(own[3], side=6))]
+    for i, extra in ((1, _far_corner_box(own[1])), (3, _far_corner_box(own[3], side=6)), (3, first[3]), (5, first[5])):
+        every, _ = box_rule.boxes_from_cam(images["maps"][i], TAU, all_regions=True)
+        assert max(box_rule.iou(b, extra) for b in every) < 0.3  # no box finds it, at any delta
+    records = annotations.csv_image_boxes(_write_csv(tmp_path / "b.csv", rows), str(images["root"]), split="val")
+    report = evaluation.evaluate_saved_model(loaded, records)
+    groups = report["at_model_tau"]["by_true_boxes"]
+    assert groups == {
+        "one": {"num_images": 4, "gt_known_loc": 3 / 4, "mean_box_acc": 3 / 4, "true_boxes": 4, "objects_found": 3,
+                "object_recall": 3 / 4},
+        "several": {"num_images": 2, "gt_known_loc": 1 / 2, "mean_box_acc": 1 / 2, "true_boxes": 4,
+                    "objects_found": 1, "object_recall": 1 / 4}}
+    assert [r["num_true_boxes"] for r in report["images"]] == [1, 2, 1, 2, 1, 1]
+    text = evaluation.format_report(report)
+    assert "    4 images with one true box: GT-known Loc 0.750, mean BoxAcc 0.750, objects found 3 of 4" in text
+    assert "    2 images with several true boxes: GT-known Loc 0.500, mean BoxAcc 0.500, objects found 1 of 4" in text
+
+
 def test_voc_xml_gives_the_same_figures_as_the_csv(loaded, images, tmp_path):
     """The same truth as 1-based inclusive VOC corners ([x0 + 1, y0 + 1, x1, y1]) scores the same."""
     boxes = _own_boxes(images, 0.5)
