@@ -131,11 +131,17 @@ def test_resuming_with_an_unreadable_config_names_the_file(tmp_path, capsys):
     assert "unreadable run settings" in capsys.readouterr().err
 
 
-def test_a_class_folder_added_before_a_resume_is_named_as_a_change_of_the_data(images, tmp_path, capsys):
+def _one_epoch_run_on_a_copy(images, tmp_path):
+    """A finished one-epoch run on a copy of the images, which a test may change or move."""
     data_dir = tmp_path / "data"
     shutil.copytree(images, data_dir)
     assert _train(["--data", str(data_dir), "--classes", "3", *QUICK, "--epochs", "1"], tmp_path) == 0
     (run,) = (tmp_path / "runs").iterdir()
+    return data_dir, run
+
+
+def test_a_class_folder_added_before_a_resume_is_named_as_a_change_of_the_data(images, tmp_path, capsys):
+    data_dir, run = _one_epoch_run_on_a_copy(images, tmp_path)
     shutil.copytree(data_dir / "disk", data_dir / "zebra")
     capsys.readouterr()
     assert cli.command_main("train", ["--resume", str(run), "--epochs", "2"], prog="train.py") == 2
@@ -145,10 +151,7 @@ def test_a_class_folder_added_before_a_resume_is_named_as_a_change_of_the_data(i
 
 
 def test_a_run_whose_data_folder_moved_resumes_with_data_naming_its_new_place(images, tmp_path, capsys):
-    data_dir = tmp_path / "data"
-    shutil.copytree(images, data_dir)
-    assert _train(["--data", str(data_dir), "--classes", "3", *QUICK, "--epochs", "1"], tmp_path) == 0
-    (run,) = (tmp_path / "runs").iterdir()
+    data_dir, run = _one_epoch_run_on_a_copy(images, tmp_path)
     moved = tmp_path / "moved"
     data_dir.rename(moved)
     capsys.readouterr()
@@ -167,10 +170,7 @@ def test_a_run_whose_data_folder_moved_resumes_with_data_naming_its_new_place(im
 
 
 def test_a_moved_data_folder_that_holds_other_images_is_refused(images, tmp_path, capsys):
-    data_dir = tmp_path / "data"
-    shutil.copytree(images, data_dir)
-    assert _train(["--data", str(data_dir), "--classes", "3", *QUICK, "--epochs", "1"], tmp_path) == 0
-    (run,) = (tmp_path / "runs").iterdir()
+    data_dir, run = _one_epoch_run_on_a_copy(images, tmp_path)
     other = tmp_path / "other"
     shutil.copytree(images, other)
     first = sorted((other / "disk").iterdir())[0]
