@@ -83,6 +83,8 @@ def check_config(config):
     Raises:
         ValueError: naming the bad setting (as its train.py flag).
     """
+    if not isinstance(config.data, (str, os.PathLike)):
+        raise ValueError(f"--data must be the path of a folder. Received: {config.data!r}")
     for flag, value in (("--epochs", config.epochs), ("--batch-size", config.batch_size),
                         ("--checkpoint-every", config.checkpoint_every), ("--classes", config.classes),
                         ("--image-size", config.image_size)):
@@ -463,11 +465,20 @@ def train(config, run_dir, verbose=1, log=None):
     """
     check_config(config)
     precision.check_precision(config.precision)
+    # Absolute, as train.py makes it: the run folder (config.json, val_images.txt) then works
+    # from any directory.
+    config = dataclasses.replace(config, data=os.path.abspath(config.data))
     # The model before the data: a weights file or layer name it cannot use is named
     # before every image is scanned, and leaves the run folder as it was.
     keras.utils.set_random_seed(config.seed)
-    cam_model = build_cam_model(config.classes, config.backbone, config.weights, config.image_size,
-                                feature_stride=config.feature_stride, objectness_layers=config.objectness_layers)
+    try:
+        cam_model = build_cam_model(config.classes, config.backbone, config.weights, config.image_size,
+                                    feature_stride=config.feature_stride, objectness_layers=config.objectness_layers)
+    except ValueError as error:  # named as its train.py flag, as check_config names the others
+        message = str(error)
+        if not message.startswith("objectness_layers:"):
+            raise
+        raise ValueError("--objectness-layers" + message[len("objectness_layers"):]) from None
     train_set, val_set, skipped = prepare_data(config, run_dir)
     # After the data checks: a resume that fails on them leaves the run's settings as they were.
     storage.write_text(os.path.join(run_dir, "config.json"), config.to_json())

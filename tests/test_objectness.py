@@ -185,7 +185,7 @@ def test_train_flag_names_bad_layers(tmp_path, capsys):
         "--image-size", str(SIZE), "--epochs", "1", "--objectness-layers", "nope",
         "--experiments-dir", str(tmp_path / "runs"), "--saved-models-dir", str(tmp_path / "saved"), "--quiet"])
     assert code == 2
-    assert "no 4x4 layer 'nope'" in capsys.readouterr().err
+    assert "--objectness-layers: backbone 'tiny' has no 4x4 layer 'nope'" in capsys.readouterr().err
 
 
 def test_fit_objectness_on_maps_without_contrast_says_why(tmp_path):

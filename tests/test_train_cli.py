@@ -106,9 +106,30 @@ def test_a_layer_name_the_model_lacks_is_refused_before_the_data_is_scanned(imag
     run.mkdir()
     config = training.TrainConfig(data=str(images), classes=3, backbone="tiny", weights="none", image_size=32,
                                   objectness_layers=["nope"])
-    with pytest.raises(ValueError, match="objectness_layers: backbone 'tiny' has no 4x4 layer 'nope'"):
+    with pytest.raises(ValueError, match="--objectness-layers: backbone 'tiny' has no 4x4 layer 'nope'"):
         training.train(config, str(run), verbose=0)
     assert os.listdir(run) == []  # no config.json, class list or skipped list of a run that never started
+
+
+def test_the_library_records_a_relative_data_folder_as_an_absolute_path(images, tmp_path, monkeypatch):
+    # As train.py does: the run's validation list (for --calibrate) and config.json must work
+    # from any directory, not only from the one the run started in.
+    monkeypatch.chdir(images.parent)
+    config = training.TrainConfig(data=images.name, classes=3, backbone="tiny", weights="none", image_size=32,
+                                  epochs=1, batch_size=4)
+    run = training.make_run_dir(str(tmp_path / "runs"))
+    training.train(config, run, verbose=0)
+    with open(os.path.join(run, "val_images.txt"), encoding="utf-8") as f:
+        listed = [line.split("\t")[0] for line in f if line.strip()]
+    assert listed and all(os.path.isabs(p) and os.path.isfile(p) for p in listed)
+    with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
+        assert json.load(f)["data"] == str(images)
+    assert config.data == images.name  # the caller's settings are left as they were
+
+
+def test_a_data_setting_that_is_no_path_is_refused():
+    with pytest.raises(ValueError, match=r"^--data must be the path of a folder. Received: None$"):
+        training.check_config(training.TrainConfig(data=None, classes=3))
 
 
 def test_a_missing_weights_file_is_refused_before_a_run_folder_is_made(images, tmp_path, capsys):
