@@ -34,6 +34,7 @@ import tensorflow as tf
 from keras_cam import boxes as box_rule
 from keras_cam import cam as cam_ops
 from keras_cam import data, storage
+from keras_cam.checks import check_int
 from keras_cam.graph_boxes import boxes_from_cams_tf
 from keras_cam.model import HEAD_NAME
 
@@ -59,11 +60,10 @@ class CamServingModule(tf.Module):
         check_class_names(cam_model, class_names)
         if not 0.0 <= float(tau) < 1.0:
             raise ValueError(f"tau must be in [0, 1). Received: tau={tau!r}")
-        if int(max_boxes) < 1:
-            raise ValueError(f"max_boxes must be at least 1. Received: max_boxes={max_boxes!r}")
+        max_boxes = check_int(max_boxes, "max_boxes")
         self.model = cam_model
         self.image_size = int(cam_model.inputs[0].shape[1])
-        self.max_boxes = int(max_boxes)
+        self.max_boxes = max_boxes
         self.class_names = tf.Variable([str(c) for c in class_names], trainable=False, name="class_names")
         self.tau = tf.Variable(float(tau), trainable=False, name="tau")
         box_rule.check_box_extent(box_extent)
@@ -134,7 +134,10 @@ class CamServingModule(tf.Module):
             tf.shape(images)[1:3], [size, size],
             message=f"predict_images takes images of {size}x{size} pixels (the model's input); send photos of "
                     f"other sizes as encoded bytes to serving_default")
-        with tf.control_dependencies([checked]):
+        # NaN or infinite pixels would come back as NaN scores and maps with no box.
+        finite = tf.debugging.assert_equal(tf.reduce_all(tf.math.is_finite(images)), True,
+                                           message="predict_images: the images hold NaN or infinite values")
+        with tf.control_dependencies([checked, finite]):
             images = tf.identity(images)
         sizes = tf.tile([[size, size]], [tf.shape(images)[0], 1])
         return self._localize(images, sizes)

@@ -22,6 +22,7 @@ import tensorflow as tf
 from keras_cam import boxes as box_rule
 from keras_cam import cam as cam_ops
 from keras_cam import data, storage
+from keras_cam.checks import check_int
 
 
 class NotASavedModelError(ValueError):
@@ -248,8 +249,7 @@ def localize_files(loaded, paths, batch_size=16):
     Raises:
         ValueError: a ``batch_size`` that is not a positive integer (at the first item).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+    batch_size = check_int(batch_size, "batch_size")
     serve = loaded.signatures["serving_default"]
     paths = iter(paths)
     pending, ready = [], 0

@@ -17,6 +17,7 @@ import zipfile
 import keras
 
 from keras_cam import resnet18
+from keras_cam.checks import check_int
 
 HEAD_NAME = "logits"
 OBJECTNESS_NAME = "objectness"
@@ -282,10 +283,8 @@ def build_cam_model(num_classes, backbone="resnet50", weights="imagenet", image_
     """
     if backbone not in BACKBONES:
         raise ValueError(f"Unknown backbone. Expected one of {sorted(BACKBONES)}. Received: backbone={backbone!r}")
-    if int(num_classes) < 2:
-        raise ValueError(f"A classifier needs at least 2 classes. Received: num_classes={num_classes!r}")
-    if int(image_size) < 32:
-        raise ValueError(f"image_size must be at least 32. Received: image_size={image_size!r}")
+    num_classes = check_int(num_classes, "num_classes", minimum=2)  # a classifier needs 2 classes
+    image_size = check_int(image_size, "image_size", minimum=32)
     check_feature_stride(backbone, feature_stride)
     spec = BACKBONES[backbone]
     if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
@@ -299,7 +298,7 @@ def build_cam_model(num_classes, backbone="resnet50", weights="imagenet", image_
         raise ValueError(
             f"weights must be 'imagenet', 'none' or the path of an existing weights file. "
             f"Received: weights={weights!r}")
-    input_shape = (int(image_size), int(image_size), 3)
+    input_shape = (image_size, image_size, 3)
     inputs = keras.Input(input_shape, name="images")
     x = Preprocess(spec.preprocess, name="preprocess")(inputs)
     build_weights = weights if weights in (None, "imagenet") else None
@@ -317,7 +316,7 @@ def build_cam_model(num_classes, backbone="resnet50", weights="imagenet", image_
         net = _halve_output_stride(net, backbone, inputs, x)
     features = net.get_layer(spec.feature_layer).output
     pooled = keras.layers.GlobalAveragePooling2D(name="gap")(features)
-    logits = keras.layers.Dense(int(num_classes), name=HEAD_NAME)(pooled)
+    logits = keras.layers.Dense(num_classes, name=HEAD_NAME)(pooled)
     outputs = {"logits": logits, "features": features}
     if objectness_layers:
         names = [objectness_layers] if isinstance(objectness_layers, str) else list(objectness_layers)

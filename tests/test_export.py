@@ -41,6 +41,13 @@ def test_layout_and_version_folders(tmp_path, cam_model):
     assert sorted(os.listdir(base)) == ["1"]
 
 
+@pytest.mark.parametrize("max_boxes", [0, 2.5, True])
+def test_max_boxes_must_be_a_positive_integer(tmp_path, cam_model, max_boxes):
+    with pytest.raises(ValueError, match=f"max_boxes must be a positive integer. Received: max_boxes={max_boxes!r}$"):
+        export_saved_model(cam_model, CLASS_NAMES, str(tmp_path / "x" / "1"), max_boxes=max_boxes)
+    assert not (tmp_path / "x").exists()
+
+
 def test_class_name_count_must_match(tmp_path, cam_model):
     with pytest.raises(ValueError, match="3 classes but 2 class names"):
         export_saved_model(cam_model, ["a", "b"], str(tmp_path / "x" / "1"))
@@ -191,6 +198,16 @@ def test_an_empty_batch_gets_empty_outputs(exported):
         loaded.signatures["localize_classes"](image_bytes=tf.constant([], tf.string), class_ids=tf.constant([1]))
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_predict_images_refuses_pixels_that_are_no_numbers(exported, bad):
+    images = np.full((2, IMAGE_SIZE, IMAGE_SIZE, 3), 128.0, np.float32)
+    images[1, 3, 4, 0] = bad
+    predict = tf.saved_model.load(exported).signatures["predict_images"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="the images hold NaN or infinite values"):
+        predict(images=tf.constant(images))
+    assert np.isfinite(predict(images=tf.constant(images[:1]))["scores"].numpy()).all()
+
+
 @pytest.mark.parametrize("shape", [(1, IMAGE_SIZE // 2, IMAGE_SIZE // 2, 3), (2, IMAGE_SIZE * 2, IMAGE_SIZE, 3)])
 def test_predict_images_refuses_another_size(exported, shape):
     loaded = tf.saved_model.load(exported)
@@ -199,4 +216,5 @@ def test_predict_images_refuses_another_size(exported, shape):
                                                              f"{IMAGE_SIZE} pixels"):
         predict(images=tf.zeros(shape))
     good = predict(images=tf.random.uniform((2, IMAGE_SIZE, IMAGE_SIZE, 3), 0, 255))
+    assert np.isfinite(good["scores"].numpy()).all()
     assert good["image_sizes"].numpy().tolist() == [[IMAGE_SIZE, IMAGE_SIZE]] * 2

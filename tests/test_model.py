@@ -104,6 +104,11 @@ def test_resnet50_at_224_build_only():
     ({"weights": "no/such/dir/x.weights.h5"}, "Received: weights='no/such/dir/x.weights.h5'"),
     ({"weights": 3}, "Received: weights=3"),
     ({"image_size": 16}, "Received: image_size=16"),
+    # int() would quietly make 2.7 classes 2 and True one class
+    ({"num_classes": 2.7}, "num_classes must be an integer >= 2. Received: num_classes=2.7"),
+    ({"num_classes": "3"}, "num_classes must be an integer >= 2. Received: num_classes='3'"),
+    ({"image_size": 64.5}, "image_size must be an integer >= 32. Received: image_size=64.5"),
+    ({"image_size": True}, "Received: image_size=True"),
     ({"weights": "imagenet", "backbone": "tiny"}, "no ImageNet weights for backbone 'tiny'"),
     ({"weights": "imagenet", "backbone": "resnet18"}, "no ImageNet weights for backbone 'resnet18'"),
 ])
@@ -111,6 +116,11 @@ def test_bad_arguments_raise_value_error(kwargs, fragment):
     args = {"num_classes": NUM_CLASSES, "backbone": "tiny", "weights": None, "image_size": SIZE, **kwargs}
     with pytest.raises(ValueError, match=re.escape(fragment)):
         build_cam_model(**args)
+
+
+def test_numpy_integers_are_integers():
+    model = build_cam_model(np.int64(NUM_CLASSES), backbone="tiny", weights=None, image_size=np.int32(SIZE))
+    assert model.output["logits"].shape[-1] == NUM_CLASSES and model.inputs[0].shape[1] == SIZE
 
 
 def test_weights_directory_is_not_a_weights_file(tmp_path):
