@@ -679,7 +679,11 @@ def _evaluate(args):
     else:
         print(evaluation.format_report(report, source))
         if "calibrated_saved_model" in report:
-            print(f"Calibrated SavedModel (tau {report['calibrated_tau']:.2f}): {report['calibrated_saved_model']}")
+            same = os.path.normpath(report["calibrated_saved_model"]) == os.path.normpath(
+                inference.resolve_version_dir(args.saved_model))
+            print(f"{report['calibrated_saved_model']} carries the calibrated tau {report['calibrated_tau']:.2f} "
+                  f"already: no new version written" if same else
+                  f"Calibrated SavedModel (tau {report['calibrated_tau']:.2f}): {report['calibrated_saved_model']}")
     if args.plot:  # after the report, which stands even if the plot cannot be written
         os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
         evaluation.plot_box_acc(report, args.plot)

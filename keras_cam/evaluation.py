@@ -27,6 +27,7 @@ import concurrent.futures
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from keras_cam import annotations, calibration, export, inference, metrics
 from keras_cam import boxes as box_rule
@@ -310,7 +311,9 @@ def save_calibrated_version(loaded, saved_model_path, tau):
         tau: float in [0, 1), e.g. ``report["calibrated_tau"]``.
 
     Returns:
-        The new version folder ``.../NAME/<highest + 1>``.
+        The new version folder ``.../NAME/<highest + 1>``; or, when the SavedModel
+        carries ``tau`` already (calibrated twice on the same images), its own version
+        folder, and nothing is written: a second copy would only be a duplicate version.
 
     Raises:
         ValueError: the SavedModel is not in a numbered version folder, or a bad tau
@@ -319,7 +322,11 @@ def save_calibrated_version(loaded, saved_model_path, tau):
     if tau is None:
         raise ValueError("Nothing to calibrate: at no tau does any image score under the calibration "
                          "criterion (--calibrate-for) on these images.")
-    return export.export_with_tau(loaded, tau, calibrated_version_dir(saved_model_path))
+    target = calibrated_version_dir(saved_model_path)
+    carried = getattr(loaded, "tau", None)
+    if isinstance(carried, tf.Variable) and carried.numpy() == np.float32(tau):
+        return os.path.normpath(inference.resolve_version_dir(saved_model_path))
+    return export.export_with_tau(loaded, tau, target)
 
 
 def calibrated_version_dir(saved_model_path):

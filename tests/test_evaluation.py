@@ -538,6 +538,13 @@ def test_calibrate_on_val_images_list_writes_version_2_that_infer_honours(export
         changed += box_rule.iou(new[0], old[0]) < 0.9
     assert changed  # the new tau gives other boxes than 0.2, so the check above can fail
 
+    # Calibrating again on the same images finds the tau version 2 carries: no duplicate version 3.
+    code, out, err = _run_cli(capsys, "--saved_model", base, "--images-list", val_list, "--boxes", csv_path,
+                              "--calibrate")
+    assert code == 0, err
+    assert f"{os.path.join(base, '2')} carries the calibrated tau {tau:.2f} already: no new version written" in out
+    assert sorted(os.listdir(base)) == ["1", "2"]
+
     # An existing version is never overwritten, and a failed write leaves the loaded tau alone.
     with pytest.raises(FileExistsError):
         export.export_with_tau(v2, 0.3, os.path.join(base, "2"))
