@@ -34,7 +34,16 @@ def localization_maps_for_files(cam_model, paths, class_ids=None, batch_size=32)
     Yields:
         ``(index, map, predicted_class, (height, width))`` per image: the map float32
         (S, S) in [0, 1] at the model input size S, and the original image size.
+
+    Raises:
+        ValueError: naming the images that cannot be read or decoded (checked
+            before the first batch, so no work is lost to a bad file at the end).
     """
+    unreadable = data.find_unreadable(list(paths), min_side=int(cam_model.inputs[0].shape[1]))
+    if unreadable:
+        listed = "; ".join(f"{path}: {reason}" for path, reason in unreadable[:5])
+        more = f" (and {len(unreadable) - 5} more)" if len(unreadable) > 5 else ""
+        raise ValueError(f"{len(unreadable)} of {len(paths)} images cannot be used: {listed}{more}")
     size = int(cam_model.inputs[0].shape[1])
     kernel = cam_model.get_layer(HEAD_NAME).kernel
 

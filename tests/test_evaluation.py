@@ -94,6 +94,18 @@ def images(tmp_path_factory, cam_model):
     return {"root": root, "paths": paths, "predicted": predicted, "labels": labels, "maps": maps}
 
 
+def test_library_maps_name_the_images_that_cannot_be_read_before_any_batch(cam_model, images, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    paths = [*images["paths"], str(broken), str(tmp_path / "missing.png")]
+    with pytest.raises(ValueError) as info:
+        next(calibration.localization_maps_for_files(cam_model, paths))
+    message = str(info.value)
+    assert message.startswith("2 of 8 images cannot be used: ")
+    assert f"{broken}: " in message and f"{tmp_path / 'missing.png'}: " in message
+    assert not any(p in message for p in images["paths"])
+
+
 def _truth_csv(images, path, boxes):
     rows = [("val", CLASS_NAMES[label], os.path.basename(p), IMAGE_SIZE, IMAGE_SIZE, *b)
             for p, label, b in zip(images["paths"], images["labels"], boxes)]
