@@ -1,5 +1,7 @@
 """Pictures: the CAM heatmap over the image, with boxes drawn (no display needed)."""
 
+import os
+
 import cv2
 import numpy as np
 
@@ -44,6 +46,17 @@ def label(picture, text):
 
 
 def write_rgb(path, picture):
-    """Writes an RGB picture to a PNG/JPEG file."""
-    if not cv2.imwrite(path, cv2.cvtColor(np.asarray(picture, np.uint8), cv2.COLOR_RGB2BGR)):
-        raise OSError(f"Could not write picture {path!r}")
+    """Writes an RGB picture to a PNG/JPEG file (the format of the name's extension).
+
+    OpenCV encodes and Python writes: ``cv2.imwrite`` crashes the process on a file
+    name that is not valid UTF-8 (an unpaired surrogate), which Python's ``open`` takes.
+    """
+    ext = os.path.splitext(os.fspath(path))[1] or ".png"
+    try:
+        ok, encoded = cv2.imencode(ext, cv2.cvtColor(np.asarray(picture, np.uint8), cv2.COLOR_RGB2BGR))
+    except cv2.error:  # no encoder for that extension
+        ok = False
+    if not ok:
+        raise OSError(f"Could not encode picture {path!r} as {ext}")
+    with open(path, "wb") as f:
+        f.write(encoded.tobytes())

@@ -287,8 +287,10 @@ def test_unreadable_file_is_skipped(tmp_path):
     assert reason == "cannot read file (Permission denied)"
 
 
-def test_infer_on_a_messy_folder_goes_on_and_reports(messy, exported, capsys):
-    code = cli.command_main("infer", ["--saved_model", exported, "--image", str(messy / "odd"), "--json"])
+def test_infer_on_a_messy_folder_goes_on_and_reports(messy, exported, capsys, tmp_path):
+    pictures = tmp_path / "pictures"
+    code = cli.command_main("infer", ["--saved_model", exported, "--image", str(messy / "odd"), "--json",
+                                      "--output", str(pictures)])
     captured = capsys.readouterr()
     records = [json.loads(line) for line in captured.out.splitlines()]
     assert code == 1  # something failed
@@ -301,6 +303,10 @@ def test_infer_on_a_messy_folder_goes_on_and_reports(messy, exported, capsys):
         assert f"{name}: " in captured.err
     assert all("class_name" in by_name[n] for n in ("img_0.png", "name with spaces.png", "caf\\xe9.png"))
     assert "Traceback" not in captured.err
+    # Every readable image gets its picture, the non-UTF-8 name too (cv2.imwrite crashed the process on it).
+    assert sorted(os.listdir(os.fsencode(pictures))) == sorted(
+        os.fsencode(os.path.splitext(n)[0] + "_cam.png") for n in ODD_USED)
+    assert all(os.path.getsize(os.path.join(os.fsencode(pictures), n)) > 0 for n in os.listdir(os.fsencode(pictures)))
 
 
 def test_odd_files_named_directly_get_their_own_error(messy, exported):
