@@ -669,9 +669,11 @@ def _evaluate(args):
     _print_failures(args.prog, report["errors"], listed=" (the --json report lists every one in its errors)")
     not_calibrated = None
     if args.calibrate:
+        source = os.path.normpath(inference.resolve_version_dir(args.saved_model))  # before a new version exists
         try:
             report["calibrated_saved_model"] = evaluation.save_calibrated_version(
                 loaded, args.saved_model, report["calibrated_tau"])
+            report["calibrated_version_written"] = os.path.normpath(report["calibrated_saved_model"]) != source
         except ValueError as error:  # reported after the figures, which still stand
             not_calibrated = error
     if args.json:
@@ -679,11 +681,10 @@ def _evaluate(args):
     else:
         print(evaluation.format_report(report, source))
         if "calibrated_saved_model" in report:
-            same = os.path.normpath(report["calibrated_saved_model"]) == os.path.normpath(
-                inference.resolve_version_dir(args.saved_model))
-            print(f"{report['calibrated_saved_model']} carries the calibrated tau {report['calibrated_tau']:.2f} "
-                  f"already: no new version written" if same else
-                  f"Calibrated SavedModel (tau {report['calibrated_tau']:.2f}): {report['calibrated_saved_model']}")
+            print(f"Calibrated SavedModel (tau {report['calibrated_tau']:.2f}): {report['calibrated_saved_model']}"
+                  if report["calibrated_version_written"] else
+                  f"{report['calibrated_saved_model']} carries the calibrated tau {report['calibrated_tau']:.2f} "
+                  f"already: no new version written")
     if args.plot:  # after the report, which stands even if the plot cannot be written
         os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
         evaluation.plot_box_acc(report, args.plot)

@@ -529,7 +529,7 @@ def test_calibrate_on_val_images_list_writes_version_2_that_infer_honours(export
     assert report["calibration_criterion"] == "box_acc" and max(mean_box_acc) == 1.0
     assert tau == report["curves"]["thresholds"][int(np.argmax(mean_box_acc))]
     assert tau != pytest.approx(TAU)  # else this test could not tell the versions apart
-    assert report["calibrated_saved_model"] == os.path.join(base, "2")
+    assert report["calibrated_saved_model"] == os.path.join(base, "2") and report["calibrated_version_written"]
     assert sorted(os.listdir(base)) == ["1", "2"]  # no temporary folder left
     assert (tmp_path / "plots" / "box_acc.png").read_bytes().startswith(b"\x89PNG")
 
@@ -549,6 +549,14 @@ def test_calibrate_on_val_images_list_writes_version_2_that_infer_honours(export
         assert box_rule.iou(record["boxes"][0], new[0]) >= 0.9
         changed += box_rule.iou(new[0], old[0]) < 0.9
     assert changed  # the new tau gives other boxes than 0.2, so the check above can fail
+
+    # The text report says where the new version went (on the base folder, as the README's command).
+    other = _copy_model(exported, tmp_path / "saved_models" / "other")
+    code, out, err = _run_cli(capsys, "--saved_model", other, "--images-list", val_list, "--boxes", csv_path,
+                              "--calibrate")
+    assert code == 0, err
+    assert f"Calibrated SavedModel (tau {tau:.2f}): {os.path.join(other, '2')}" in out
+    assert "no new version written" not in out and sorted(os.listdir(other)) == ["1", "2"]
 
     # Calibrating again on the same images finds the tau version 2 carries: no duplicate version 3.
     code, out, err = _run_cli(capsys, "--saved_model", base, "--images-list", val_list, "--boxes", csv_path,
