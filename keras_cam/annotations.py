@@ -20,6 +20,7 @@ largest non-difficult object, with every non-difficult box of that class.
 
 import csv
 import dataclasses
+import math
 import os
 import re
 from xml.etree import ElementTree
@@ -54,6 +55,14 @@ def read_boxes_csv(path):
         raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
+def _pixel(text, column, whole=False):
+    """A CSV pixel value as an int: a number (``whole``: an integer) of magnitude below 2**31."""
+    value = int(text) if whole else float(text)
+    if not (math.isfinite(value) and abs(value) < 2 ** 31):
+        raise ValueError(f"{column} {text!r} is not a pixel position (finite, of magnitude below 2**31)")
+    return int(value)
+
+
 def _read_boxes_csv(path):
     out = {}
     # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would stick to "split".
@@ -73,8 +82,9 @@ def _read_boxes_csv(path):
         for line, row in enumerate(reader, start=2):
             try:
                 key = (row["split"], row["class"], row["filename"])
-                box = [int(float(row[k])) for k in ("xmin", "ymin", "xmax", "ymax")]
-                entry = out.setdefault(key, {"width": int(row["width"]), "height": int(row["height"]), "boxes": []})
+                box = [_pixel(row[k], k) for k in ("xmin", "ymin", "xmax", "ymax")]
+                entry = out.setdefault(key, {"width": _pixel(row["width"], "width", whole=True),
+                                             "height": _pixel(row["height"], "height", whole=True), "boxes": []})
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{path}:{line}: malformed row {row!r} ({error})") from None
             if entry["width"] <= 0 or entry["height"] <= 0:
@@ -308,7 +318,7 @@ def _voc_annotation(path):
             box = metrics.inclusive_to_half_open([corners], one_based=True)[0]
             objects.append({"name": obj.findtext("name", "").strip(), "box": box,
                             "difficult": obj.findtext("difficult", "0").strip() not in ("0", "")})
-    except (ElementTree.ParseError, TypeError, ValueError) as error:
+    except (ElementTree.ParseError, TypeError, ValueError, OverflowError) as error:  # OverflowError: int(inf)
         raise ValueError(f"not a valid VOC annotation ({error})") from None
     return {"filename": filename, "width": width, "height": height, "objects": objects}
 

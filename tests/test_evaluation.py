@@ -258,6 +258,27 @@ def test_boxes_csv_from_excel_byte_order_mark_and_semicolons(tmp_path):
         annotations.read_boxes_csv(str(tmp_path / "latin1.csv"))
 
 
+@pytest.mark.parametrize("values, column", [
+    ("8,8,inf,0,4,4", "xmin 'inf'"), ("8,8,0,0,1e10,4", "xmax '1e10'"), ("8,8,0,-3e9,4,4", "ymin '-3e9'"),
+    ("99999999999,8,0,0,4,4", "width '99999999999'"), ("8,8,0,0,4,nan", "ymax 'nan'"),
+])
+def test_a_csv_coordinate_that_is_no_pixel_position_is_a_malformed_row(tmp_path, values, column):
+    path = tmp_path / "big.csv"
+    path.write_text(",".join(annotations.BOX_COLUMNS) + "\nval,disk,x.png,8,8,0,0,4,4\nval,disk,y.png," + values + "\n")
+    with pytest.raises(ValueError) as info:
+        annotations.read_boxes_csv(str(path))
+    assert str(info.value).startswith(f"{path}:3: malformed row ") and column in str(info.value)
+
+
+@pytest.mark.parametrize("width, corner", [("inf", 4), ("1e400", 4), (64, "inf")])
+def test_a_voc_file_with_infinite_numbers_is_a_read_error(tmp_path, width, corner):
+    (tmp_path / "a.xml").write_text(_voc_xml("a.jpg", [("dog", (1, 1, 10, 20), False)]))
+    (tmp_path / "b.xml").write_text(_voc_xml("b.jpg", [("dog", (1, 1, corner, 20), False)], width=width))
+    records, errors = annotations.voc_image_boxes(str(tmp_path))
+    assert [os.path.basename(r.image) for r in records] == ["a.jpg"]
+    assert [(os.path.basename(p), e.split(" (")[0]) for p, e in errors] == [("b.xml", "not a valid VOC annotation")]
+
+
 def test_images_list_matches_split_from_the_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the listed paths are relative
     (tmp_path / "data" / "train" / "a").mkdir(parents=True)
