@@ -519,12 +519,12 @@ def _export(args):
         raise UserError(f"--name {args.name!r}: give a model name, one folder name without a path (or leave "
                         f"--name out for the run's own)")
     base = os.path.join(args.saved_models_dir, args.name or name)
-    _check_same_classes(base, class_names)
-    target = export.next_version_dir(base)
     say = print if not (args.quiet or args.json) else (lambda *_: None)
     say(f"Loading {checkpoint}")
     cam_model = load_cam_model(checkpoint)
-    export.check_class_names(cam_model, class_names)
+    export.check_class_names(cam_model, class_names)  # first: a wrong count is the input to fix
+    _check_same_classes(base, class_names)
+    target = export.next_version_dir(base)
     box_extent = args.box_extent
     if box_extent is None:  # the run's box rule, as its own export at the end of training had it
         box_extent = export.run_box_extent(checkpoint) or 0.0

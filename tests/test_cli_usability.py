@@ -174,6 +174,11 @@ def test_export_of_other_classes_into_a_served_model_folder_is_refused(run_dir, 
     err = capsys.readouterr().err
     assert code == 2 and (f"{saved_models / 'shared'} holds a model of other classes ({', '.join(CLASS_NAMES)}); "
                           f"a new version there would replace it") in err
+    # A wrong number of names is named as that, not as other classes (which --name would not fix).
+    code = cli.main(["export", str(run_dir), "--class-names", "cat,dog", "--name", "shared",
+                     "--saved-models-dir", str(saved_models)])
+    err = capsys.readouterr().err
+    assert code == 2 and "The model has 3 classes but 2 class names were given" in err and "other classes" not in err
     assert sorted(os.listdir(saved_models / "shared")) == ["1", "2"]
 
 
