@@ -302,7 +302,8 @@ def _train(args):
         result = training.train(config, run_dir, verbose=verbose,
                                 log=None if args.quiet else functools.partial(print, flush=True))
     except KeyboardInterrupt:
-        print(f"{args.prog}: interrupted; continue with: {args.prog} --resume {shlex.quote(run_dir)}", file=sys.stderr)
+        print(f"{args.prog}: interrupted; continue with: {_shell_command(args.prog)} --resume {shlex.quote(run_dir)}",
+              file=sys.stderr)
         return 130
     except WriteError:
         raise  # its message says how to resume: the run folder stays
@@ -727,6 +728,15 @@ COMMANDS = {
                  "score an exported SavedModel's boxes against true boxes (WSOL metrics); calibrate its tau"),
     "demo": (add_demo_arguments, _demo, "train, export and evaluate on built-in synthetic data (offline)"),
 }
+
+
+def _shell_command(prog):
+    """How to run ``prog`` again from a shell: ``python PATH/train.py`` for the scripts
+    (they are not executables on the PATH), ``keras-cam train`` as it is."""
+    if not prog.endswith(".py"):
+        return prog
+    script = sys.argv[0] if os.path.basename(sys.argv[0]) == prog else prog
+    return f"python {shlex.quote(script)}"
 
 
 def _parser(command, prog):

@@ -6,6 +6,11 @@ and the served boxes against the library's box rule applied to the library's map
 so the serving graph and the reference cannot drift apart.
 """
 
+import os
+import shlex
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -27,6 +32,8 @@ from keras_cam.model import (
 )
 
 SIZE = 32
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ---------------------------------------------------------------- pseudo-labels
@@ -197,7 +204,7 @@ def test_fit_objectness_on_maps_without_contrast_says_why(tmp_path):
         objectness.fit_objectness(model, folder.paths, folder.labels, batch_size=4)
 
 
-def test_a_run_killed_during_the_objectness_fit_resumes_with_a_fitted_head(tmp_path, monkeypatch):
+def test_a_run_killed_during_the_objectness_fit_resumes_with_a_fitted_head(tmp_path, monkeypatch, capsys):
     synthetic.write_dataset(str(tmp_path / "data"), {"train": 6}, size=SIZE, seed=3)
     argv = ["--data", str(tmp_path / "data" / "train"), "--classes", "3", "--backbone", "tiny", "--weights", "none",
             "--image-size", str(SIZE), "--epochs", "1", "--batch-size", "8", "--objectness-layers", "tiny_relu5",
@@ -207,12 +214,19 @@ def test_a_run_killed_during_the_objectness_fit_resumes_with_a_fitted_head(tmp_p
         raise KeyboardInterrupt
 
     monkeypatch.setattr(objectness, "fit_objectness", killed)
-    assert cli.command_main("train", argv) != 0
+    script = os.path.join(REPO, "train.py")
+    monkeypatch.setattr(sys, "argv", [script])  # as `python /path/to/train.py ...` runs it
+    assert cli.command_main("train", argv, prog="train.py") == 130
     monkeypatch.undo()
     (run,) = (tmp_path / "runs").iterdir()
     assert not list((tmp_path / "saved" / run.name).iterdir())  # nothing exported with an unfitted head
-    assert cli.command_main("train", ["--resume", str(run), "--saved-models-dir", str(tmp_path / "saved"),
-                                      "--quiet"]) == 0
+    # The printed command runs as written, from any folder (train.py is no executable on the PATH).
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == f"train.py: interrupted; continue with: python {script} --resume {run}"
+    command = shlex.split(line.split("continue with: ", 1)[1])
+    resumed = subprocess.run([sys.executable, *command[1:], "--quiet"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
     best = load_cam_model(str(run / "checkpoints" / "best.keras")).get_layer(OBJECTNESS_NAME)
     assert np.any(best.kernel.numpy() != 0)
     served = load_saved_model(str(tmp_path / "saved" / run.name / "1")).signatures["predict_images"](
