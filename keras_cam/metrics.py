@@ -42,7 +42,8 @@ Known differences from the reference code, all small and all deliberate:
     * The reference stands in ``[0, 0, 0, 0]`` (area 1 under ``+ 1``) for "no
       box"; here an image without a predicted box has IoU exactly 0.
     * The reference thresholds a uint8-quantized map; here the float map is
-      thresholded (``value > tau``), as the serving graph does.
+      thresholded (``value > tau``), as the serving graph does: the map normalized
+      in float32 and compared with tau in float32.
     * Regions are the external contours of the mask ranked by pixel count (the
       rule of ``boxes_from_cam``); the reference ranks by ``cv2.contourArea``
       and, for all regions, uses ``RETR_TREE``, which also boxes the holes.
@@ -287,11 +288,12 @@ def best_ious_over_thresholds(score_map, gt_boxes, thresholds=None, box_extent=0
         ValueError: for a bad map, bad boxes (see ``check_boxes``) or bad
             thresholds.
     """
+    # float32 map against float32 taus, as the serving graph compares them: in float64,
+    # a pixel of 51/255 (float32 0.2000000030) would be above tau 0.2 here and not in
+    # the graph. The counting below and the box rule compare the very same numbers.
     taus = check_thresholds(thresholds)
-    # float64 so that the counting below and the `cam > tau` inside the box rule
-    # compare the very same numbers (a float32 map against a Python float would
-    # compare in float32 under NumPy 2).
-    cam = normalize_map(score_map).astype(np.float64)
+    taus32 = taus.astype(np.float32)
+    cam = normalize_map(score_map)
     height, width = cam.shape
     gt = check_boxes(gt_boxes, height=height, width=width, name="gt_boxes", allow_empty=False)
     largest = np.zeros(taus.size)
@@ -300,11 +302,11 @@ def best_ious_over_thresholds(score_map, gt_boxes, thresholds=None, box_extent=0
     # Masks are nested in tau, so thresholds with the same foreground count have
     # identical masks: run the (costly) contour search once per distinct mask.
     values = np.sort(cam, axis=None)
-    fg_count = values.size - np.searchsorted(values, taus, side="right")
+    fg_count = values.size - np.searchsorted(values, taus32, side="right")
     firsts = np.flatnonzero((fg_count > 0) & np.r_[True, fg_count[1:] != fg_count[:-1]])
     if firsts.size == 0:
         return largest, every
-    seg_boxes = [boxes_from_cam(cam, taus[i], all_regions=True, box_extent=box_extent)[0] for i in firsts]
+    seg_boxes = [boxes_from_cam(cam, taus32[i], all_regions=True, box_extent=box_extent)[0] for i in firsts]
     counts = np.array([len(b) for b in seg_boxes])
     if counts.min() == 0:  # Any foreground has a contour; a zero means the rule broke.
         tau = taus[firsts[counts.argmin()]]

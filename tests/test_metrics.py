@@ -173,6 +173,26 @@ def test_normalize_map_matches_tf_normalize_cams():
         np.testing.assert_array_equal(normalize_map(m), t)
 
 
+def test_a_pixel_equal_to_tau_is_background_as_in_the_serving_graph():
+    # A uint8 map (a saved heatmap): the object 255 at [0:2, 0:2], a larger blob of 51 = 0.2 x 255.
+    # By hand: 51/255 is not > 0.2, so at tau 0.2 the only region is the object: box [0, 0, 2, 2],
+    # IoU 1. (In float64, float32(51/255) = 0.2000000030 > 0.2 and the blob would be the first box.)
+    import tensorflow as tf
+
+    from keras_cam.graph_boxes import boxes_from_cams_tf
+    m = np.zeros((10, 10), np.uint8)
+    m[0:2, 0:2], m[5:9, 5:9] = 255, 51
+    gt = [[0, 0, 2, 2]]
+    taus = np.array([0.19, 0.2, 0.21])
+    largest, every = best_ious_over_thresholds(m, gt, thresholds=taus)
+    assert largest.tolist() == [0.0, 1.0, 1.0] and every.tolist() == [1.0, 1.0, 1.0]
+    served, _, count = boxes_from_cams_tf(tf.constant(normalize_map(m)[None]), 0.2, 5)
+    assert int(count[0]) == 1 and np.allclose(served[0, 0].numpy(), [0, 0, 0.2, 0.2])  # [ymin, xmin, ymax, xmax]
+    acc = BoxAccumulator(thresholds=taus)
+    acc.update(m, gt, pred_class=0, true_class=0)
+    assert acc.localization_at(0.2)["gt_known_loc"] == 1.0
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), levels=st.integers(2, 12))
 def test_dedup_matches_brute_force(seed, levels):
@@ -182,9 +202,9 @@ def test_dedup_matches_brute_force(seed, levels):
     gt = np.array([[1, 2, 6, 8], [4, 0, 11, 5]])
     taus = default_thresholds()[::3]
     largest, every = best_ious_over_thresholds(m, gt, thresholds=taus)
-    cam = normalize_map(m).astype(np.float64)
+    cam = normalize_map(m)
     for t, tau in enumerate(taus):
-        boxes, _ = kboxes.boxes_from_cam(cam, tau, all_regions=True)
+        boxes, _ = kboxes.boxes_from_cam(cam, np.float32(tau), all_regions=True)  # as the serving graph compares
         ious = [max(kboxes.iou(b, g) for g in gt) for b in boxes]
         assert largest[t] == pytest.approx(ious[0] if ious else 0.0, abs=1e-12)
         assert every[t] == pytest.approx(max(ious) if ious else 0.0, abs=1e-12)
