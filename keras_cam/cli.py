@@ -662,19 +662,23 @@ def _evaluate(args):
     except evaluation.NothingEvaluatedError as error:
         bar.close()
         # The images that could not even be read count too: name the failures, then why none was scored.
-        _print_failures(args.prog, unread + error.errors)
-        raise UserError(str(evaluation.NothingEvaluatedError(unread + error.errors, source))) from None
+        failed = unread + error.errors
+        if args.json:  # the report a script reads, with every failure (stderr shows the first ones)
+            print(json.dumps({"num_images": 0, "num_failed": len(failed), "errors": failed}))
+        _print_failures(args.prog, failed, listed=" (the --json report lists every one in its errors)"
+                        if args.json else "")
+        raise UserError(str(evaluation.NothingEvaluatedError(failed, source))) from None
     bar.close()
     report["errors"] = unread + report["errors"]
     report["num_failed"] = len(report["errors"])
     _print_failures(args.prog, report["errors"], listed=" (the --json report lists every one in its errors)")
     not_calibrated = None
     if args.calibrate:
-        source = os.path.normpath(inference.resolve_version_dir(args.saved_model))  # before a new version exists
+        evaluated = os.path.normpath(inference.resolve_version_dir(args.saved_model))  # before a new version exists
         try:
             report["calibrated_saved_model"] = evaluation.save_calibrated_version(
                 loaded, args.saved_model, report["calibrated_tau"])
-            report["calibrated_version_written"] = os.path.normpath(report["calibrated_saved_model"]) != source
+            report["calibrated_version_written"] = os.path.normpath(report["calibrated_saved_model"]) != evaluated
         except ValueError as error:  # reported after the figures, which still stand
             not_calibrated = error
     if args.json:

@@ -571,11 +571,13 @@ def test_calibrate_on_val_images_list_writes_version_2_that_infer_honours(export
         changed += box_rule.iou(new[0], old[0]) < 0.9
     assert changed  # the new tau gives other boxes than 0.2, so the check above can fail
 
-    # The text report says where the new version went (on the base folder, as the README's command).
+    # The text report says where the new version went (on the base folder, as the README's command),
+    # and its title names the images' source (not the model), as without --calibrate.
     other = _copy_model(exported, tmp_path / "saved_models" / "other")
     code, out, err = _run_cli(capsys, "--saved_model", other, "--images-list", val_list, "--boxes", csv_path,
                               "--calibrate")
     assert code == 0, err
+    assert out.startswith(f"4 images of {val_list}"), out.splitlines()[0]
     assert f"Calibrated SavedModel (tau {tau:.2f}): {os.path.join(other, '2')}" in out
     assert "no new version written" not in out and sorted(os.listdir(other)) == ["1", "2"]
 
@@ -731,6 +733,15 @@ def test_cli_names_the_first_failures_and_counts_the_rest(exported, tmp_path, ca
     assert all("class 'zebra' is not one of the model's classes" in line for line in lines[:20])
     assert lines[20] == "evaluate.py: error: ... and 5 more images that could not be evaluated"
     assert lines[21].startswith("evaluate.py: error: No image could be evaluated (25 failed)")
+    # --json still gives the report a script reads, with all 25 failures.
+    code, out, err = _run_cli(capsys, "--saved_model", exported, "--data", data, "--boxes", tmp_path / "b.csv",
+                              "--json")
+    report = json.loads(out)
+    assert code == 2 and report["num_images"] == 0 and report["num_failed"] == 25
+    assert [os.path.basename(e["image"]) for e in report["errors"]] == [f"z{i:02d}.png" for i in range(25)]
+    lines = err.strip().splitlines()
+    assert lines[20] == ("evaluate.py: error: ... and 5 more images that could not be evaluated (the --json report "
+                         "lists every one in its errors)")
 
 
 def test_cli_plot_into_a_folder_is_refused_before_calibrating(exported, images, tmp_path, capsys):
