@@ -18,6 +18,7 @@ import tensorflow as tf
 from keras_cam import boxes as box_rule
 from keras_cam import cam as cam_ops
 from keras_cam import data, metrics
+from keras_cam.checks import check_int
 from keras_cam.model import HEAD_NAME
 
 
@@ -36,9 +37,11 @@ def localization_maps_for_files(cam_model, paths, class_ids=None, batch_size=32)
         (S, S) in [0, 1] at the model input size S, and the original image size.
 
     Raises:
-        ValueError: naming the images that cannot be read or decoded (checked
-            before the first batch, so no work is lost to a bad file at the end).
+        ValueError: a ``batch_size`` that is not a positive integer; or naming the
+            images that cannot be read or decoded (checked before the first batch,
+            so no work is lost to a bad file at the end).
     """
+    batch_size = check_int(batch_size, "batch_size")
     unreadable = data.find_unreadable(list(paths), min_side=int(cam_model.inputs[0].shape[1]))
     if unreadable:
         listed = "; ".join(f"{path}: {reason}" for path, reason in unreadable[:5])

@@ -32,6 +32,7 @@ import tensorflow as tf
 from keras_cam import annotations, calibration, export, inference, metrics
 from keras_cam import boxes as box_rule
 from keras_cam import cam as cam_ops
+from keras_cam.checks import check_int
 
 SIGNATURE = "localize_classes"
 
@@ -216,8 +217,7 @@ def evaluate_saved_model(loaded, examples, thresholds=None, deltas=metrics.DEFAU
         raise inference.NotASavedModelError(
             f"The SavedModel has no {SIGNATURE!r} signature (exported by an older keras-cam); "
             f"export it again to evaluate it.")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size!r}")
+    batch_size = check_int(batch_size, "batch_size")
     calibration.check_criterion(criterion)
     info = model_metadata(loaded)
     size = info["image_size"]
@@ -248,7 +248,7 @@ def evaluate_saved_model(loaded, examples, thresholds=None, deltas=metrics.DEFAU
             errors.append({"image": example.image, "error": error})
             continue
         batch.append((example, content, class_id))
-        if len(batch) == int(batch_size):
+        if len(batch) == batch_size:
             run(batch)
             batch = []
     if batch:

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from keras_cam import cam as cam_ops
 from keras_cam import data
+from keras_cam.checks import check_int
 from keras_cam.model import HEAD_NAME, OBJECTNESS_NAME
 
 FOREGROUND = 0.6
@@ -102,6 +103,7 @@ def fit_objectness(cam_model, paths, labels, batch_size=32, seed=0, foreground=F
         dict: ``positions`` (fitted on), ``object_share`` (of them),
         ``train_accuracy`` (of the fitted head on them).
     """
+    batch_size = check_int(batch_size, "batch_size")
     head = cam_model.get_layer(OBJECTNESS_NAME)
     probe = _probe(cam_model)
     size = int(cam_model.inputs[0].shape[1])

@@ -112,7 +112,10 @@ def check_config(config):
         own = BACKBONES[config.backbone].stride
         raise ValueError(f"--feature-stride must be {own // 2} for --backbone {config.backbone} (half of its own "
                          f"stride {own}; leave it out for {own}). Received: {config.feature_stride!r}") from None
-    weights = config.weights
+    weights = os.fspath(config.weights) if isinstance(config.weights, os.PathLike) else config.weights
+    if not (weights is None or isinstance(weights, str)):
+        raise ValueError(f"--weights must be 'imagenet', 'none' or the path of a weights file. "
+                         f"Received: {config.weights!r}")
     if isinstance(weights, str) and weights.lower() not in ("imagenet", "none") and not os.path.isfile(weights):
         raise ValueError(f"--weights {weights!r}: no such file (give 'imagenet', 'none' or the path of a weights "
                          f"file)")
@@ -465,9 +468,14 @@ def train(config, run_dir, verbose=1, log=None):
     """
     check_config(config)
     precision.check_precision(config.precision)
-    # Absolute, as train.py makes it: the run folder (config.json, val_images.txt) then works
-    # from any directory.
-    config = dataclasses.replace(config, data=os.path.abspath(config.data))
+    # Absolute, as train.py makes the data folder: the run folder (config.json,
+    # val_images.txt) then works from any directory.
+    # The weights file too (a path, or os.PathLike, which config.json could not hold): --resume
+    # from another directory builds the model from it again.
+    weights = config.weights
+    if weights is not None and os.fspath(weights).lower() not in ("imagenet", "none"):
+        weights = os.path.abspath(weights)
+    config = dataclasses.replace(config, data=os.path.abspath(config.data), weights=weights)
     # The model before the data: a weights file or layer name it cannot use is named
     # before every image is scanned, and leaves the run folder as it was.
     keras.utils.set_random_seed(config.seed)

@@ -106,6 +106,18 @@ def test_library_maps_name_the_images_that_cannot_be_read_before_any_batch(cam_m
     assert not any(p in message for p in images["paths"])
 
 
+@pytest.mark.parametrize("batch_size", [0, 2.7, True])
+def test_library_batch_sizes_are_positive_integers(cam_model, loaded, images, batch_size):
+    message = re.escape(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+    with pytest.raises(ValueError, match=message):
+        next(calibration.localization_maps_for_files(cam_model, images["paths"], batch_size=batch_size))
+    with pytest.raises(ValueError, match=message):
+        calibration.evaluate_maps(cam_model, images["paths"], images["labels"],
+                                  _own_boxes(images, TAU), batch_size=batch_size)
+    with pytest.raises(ValueError, match=message):
+        evaluation.evaluate_saved_model(loaded, [], batch_size=batch_size)
+
+
 def _truth_csv(images, path, boxes):
     rows = [("val", CLASS_NAMES[label], os.path.basename(p), IMAGE_SIZE, IMAGE_SIZE, *b)
             for p, label, b in zip(images["paths"], images["labels"], boxes)]

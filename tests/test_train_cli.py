@@ -4,6 +4,7 @@ finished runs, diverged runs. Tiny backbone, 32-px synthetic images, one or two 
 import json
 import math
 import os
+import pathlib
 import re
 import shutil
 
@@ -125,6 +126,24 @@ def test_the_library_records_a_relative_data_folder_as_an_absolute_path(images, 
     with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
         assert json.load(f)["data"] == str(images)
     assert config.data == images.name  # the caller's settings are left as they were
+
+
+def test_the_library_takes_a_weights_path_object_and_records_it_as_an_absolute_path(images, tmp_path, monkeypatch):
+    from keras_cam.model import BACKBONES
+    monkeypatch.chdir(tmp_path)
+    BACKBONES["tiny"].builder(input_shape=(32, 32, 3), weights=None).save_weights("tiny.weights.h5")
+    config = training.TrainConfig(data=images, classes=3, backbone="tiny", weights=pathlib.Path("tiny.weights.h5"),
+                                  image_size=32, epochs=1, batch_size=4)
+    run = training.make_run_dir(str(tmp_path / "runs"))
+    training.train(config, run, verbose=0)  # config.json could not hold a Path
+    with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
+        assert json.load(f)["weights"] == str(tmp_path / "tiny.weights.h5")
+
+
+@pytest.mark.parametrize("weights", [3, ["a.h5"]])
+def test_a_weights_setting_that_is_no_path_is_refused(weights):
+    with pytest.raises(ValueError, match=r"^--weights must be 'imagenet', 'none' or the path of a weights file"):
+        training.check_config(training.TrainConfig(data="data", classes=3, weights=weights))
 
 
 def test_a_data_setting_that_is_no_path_is_refused():
