@@ -42,6 +42,9 @@ def _run(command, args, prog):
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except RuntimeError as error:
+        if isinstance(error, _user_errors()):  # WeightsUnavailableError is a RuntimeError
+            print(f"{prog}: error: {error}", file=sys.stderr)
+            return 2
         # Ctrl-C inside a TensorFlow C++ call can come back as pybind11's "error_already_set
         # MISMATCH ... REPLACED BY KeyboardInterrupt" instead of the KeyboardInterrupt itself.
         if "KeyboardInterrupt" not in str(error):

@@ -151,6 +151,22 @@ def test_a_data_setting_that_is_no_path_is_refused():
         training.check_config(training.TrainConfig(data=None, classes=3))
 
 
+def test_offline_imagenet_weights_are_one_line_not_a_traceback(images, tmp_path, monkeypatch, capsys):
+    # The README's first training command, on a machine without internet.
+    from keras.src.applications import mobilenet_v2 as keras_mobilenet_v2
+
+    def no_network(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- offline")
+
+    monkeypatch.setattr(keras_mobilenet_v2.file_utils, "get_file", no_network)
+    argv = ["--data", str(images), "--classes", "3", "--backbone", "mobilenet_v2", "--image-size", "32"]
+    assert _train(argv, tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("train.py: error: Could not download the ImageNet weights for "
+                                               "'mobilenet_v2'") and "--weights none" in err[0]
+    assert not list((tmp_path / "runs").iterdir())  # the fresh run folder is removed
+
+
 def test_a_missing_weights_file_is_refused_before_a_run_folder_is_made(images, tmp_path, capsys):
     missing = tmp_path / "nope.weights.h5"
     argv = ["--data", str(images), "--classes", "3", "--backbone", "tiny", "--weights", str(missing)]
