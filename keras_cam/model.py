@@ -401,8 +401,10 @@ def classifier_view(cam_model):
 def set_trainable(cam_model, train_layers):
     """Chooses which layers learn: ``"all"``, ``"head"`` or ``"last_stage"``.
 
-    ``"last_stage"`` trains the head and the backbone layers of the last stage (the
-    layers from the last strided convolution on). BatchNormalization layers keep the
+    ``"last_stage"`` trains the head and the backbone layers of the last stage: those
+    at the feature map's resolution in the backbone's own form, from its strided
+    convolutions on (the same layers with ``feature_stride``, whose last stage runs
+    at the previous stage's resolution). BatchNormalization layers keep the
     trainability set by ``build_cam_model``. An objectness head never learns here
     (``keras_cam.objectness.fit_objectness`` fits it after training).
 
@@ -418,10 +420,7 @@ def set_trainable(cam_model, train_layers):
     elif train_layers == "head":
         start = [l.name for l in layers].index("gap")  # gap, logits (and the objectness head's layers)
     else:
-        strided = [i for i, l in enumerate(layers)
-                   if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
-                   and max(l.strides) > 1]
-        start = strided[-1] if strided else 0
+        start = [l.name for l in layers].index(_last_stage_start(cam_model))
     for i, layer in enumerate(layers):
         if isinstance(layer, keras.layers.BatchNormalization):
             if i < start:
@@ -430,6 +429,32 @@ def set_trainable(cam_model, train_layers):
         layer.trainable = i >= start
     if OBJECTNESS_NAME in [l.name for l in layers]:
         cam_model.get_layer(OBJECTNESS_NAME).trainable = False  # fitted by keras_cam.objectness, not by fit
+
+
+def _first_at_feature_resolution(model):
+    """Name of the first layer (in ``model.layers`` order) whose output has the
+    spatial size of the ``features`` output: where the last stage starts."""
+    side = tuple(model.output["features"].shape[1:3])
+    for layer in model.layers:
+        shape = getattr(layer.output, "shape", None)
+        if not isinstance(layer, keras.layers.InputLayer) and shape is not None and len(shape) == 4 \
+                and tuple(shape[1:3]) == side:
+            return layer.name
+    raise ValueError(f"{model.name}: no layer at the feature map's resolution {side}")
+
+
+def _last_stage_start(cam_model):
+    """The first layer of the last stage. With an atrous last stage (``feature_stride``)
+    the resolution no longer changes there, so the stage is read off the backbone
+    built in its own form (same layer names, no weights needed)."""
+    dilated = any(isinstance(l, _CONVS) and max(l.dilation_rate) > 1 for l in cam_model.layers)
+    if not dilated:
+        return _first_at_feature_resolution(cam_model)
+    backbone = cam_model.name.removeprefix("cam_")
+    if backbone not in BACKBONES:
+        raise ValueError(f"Cannot find the last stage of {cam_model.name!r}: not a keras-cam model of a known backbone")
+    plain = build_cam_model(2, backbone, weights=None, image_size=int(cam_model.inputs[0].shape[1]))
+    return _first_at_feature_resolution(plain)
 
 
 def load_cam_model(path):

@@ -247,19 +247,23 @@ def test_set_trainable_head(backbone):
     assert model.get_layer("gap").trainable and model.get_layer(HEAD_NAME).trainable
 
 
-@pytest.mark.parametrize("backbone, first_trained", [
-    ("tiny", "tiny_conv5"),
-    ("mobilenet_v2", "block_13_depthwise"),
+@pytest.mark.parametrize("backbone, first_trained, feature_stride", [
+    ("tiny", "tiny_conv5", None),
+    ("mobilenet_v2", "block_13_depthwise", None),
+    # The atrous last stage has no strided convolution left: the same layers all the same.
+    ("tiny", "tiny_conv5", 4),
+    ("mobilenet_v2", "block_13_depthwise", 16),
 ])
-def test_set_trainable_last_stage_trains_a_suffix(backbone, first_trained):
-    model = build_cam_model(NUM_CLASSES, backbone=backbone, weights=None, image_size=SIZE)
+def test_set_trainable_last_stage_trains_a_suffix(backbone, first_trained, feature_stride):
+    model = build_cam_model(NUM_CLASSES, backbone=backbone, weights=None, image_size=SIZE,
+                            feature_stride=feature_stride)
     set_trainable(model, "last_stage")
     layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
     flags = [l.trainable for l in layers if not isinstance(l, keras.layers.BatchNormalization)]
     start = flags.index(True)
     assert all(flags[start:]) and not any(flags[:start]), "trainable layers must be a suffix"
     first = next(l for l in layers if l.trainable and not isinstance(l, keras.layers.BatchNormalization))
-    assert first.name == first_trained and max(first.strides) > 1
+    assert first.name == first_trained and max(first.strides) == (2 if feature_stride is None else 1)
     assert model.get_layer(HEAD_NAME).trainable
     names = _trainable_names(model)
     assert "logits/kernel" in names and any(n.startswith(first_trained + "/") for n in names)
@@ -270,11 +274,18 @@ def test_set_trainable_last_stage_trains_a_suffix(backbone, first_trained):
             assert l.trainable is (index[l.name] >= index[first_trained]), l.name
 
 
-def test_set_trainable_resnet18_last_stage():
-    model = build_cam_model(NUM_CLASSES, backbone="resnet18", weights=None, image_size=SIZE)
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("feature_stride", [None, 16])
+def test_set_trainable_resnet_last_stage_is_all_of_conv5(backbone, feature_stride):
+    model = build_cam_model(NUM_CLASSES, backbone=backbone, weights=None, image_size=SIZE,
+                            feature_stride=feature_stride)
     set_trainable(model, "last_stage")
     trained = {l.name for l in model.layers if l.trainable and l.weights}
-    assert {"conv5_block2_2_conv", HEAD_NAME} <= trained
+    conv5 = {l.name for l in model.layers if l.name.startswith("conv5_") and l.weights
+             and not isinstance(l, keras.layers.BatchNormalization)}
+    # Block 1's strided convolutions (main path and shortcut) and its 3x3 convolution included.
+    assert {"conv5_block1_1_conv", "conv5_block1_2_conv", "conv5_block1_0_conv", "conv5_block2_2_conv"} <= conv5
+    assert conv5 | {HEAD_NAME} <= trained
     assert not any(name.startswith(("conv1", "conv2_", "conv3_", "conv4_")) for name in trained)
 
 
