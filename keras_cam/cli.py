@@ -122,6 +122,7 @@ fraction_value = _number(lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
 # --image-size, --seed (NumPy's and TensorFlow's seeds are 32-bit), --feature-stride.
 image_size_value = _int_in(32, 2 ** 31 - 1, "an integer >= 32")
 seed_value = _int_in(0, 2 ** 32 - 1, "an integer in [0, 2**32 - 1]")
+classes_value = _int_in(2, float("inf"), "an integer >= 2 (a classifier tells two classes apart at least)")
 
 
 # ---------------------------------------------------------------------------- train
@@ -130,7 +131,7 @@ def add_train_arguments(parser):
     d = "(default: %(default)s)"
     parser.add_argument("--data", help="folder with one sub-folder of images per class "
                         "(or DATA/train and DATA/val with those sub-folders); required unless --resume")
-    parser.add_argument("--classes", type=int,
+    parser.add_argument("--classes", type=classes_value,
                         help="number of classes; must match the class folders; required unless --resume")
     parser.add_argument("--backbone", default="resnet50", choices=["resnet50", "resnet18", "mobilenet_v2", "tiny"],
                         help=f"feature extractor {d}")
@@ -160,7 +161,7 @@ def add_train_arguments(parser):
     parser.add_argument("--seed", type=seed_value, default=0, help=f"{d}")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
     parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue an interrupted run from its last checkpoint, with the run's own settings "
+                        help="continue an interrupted run from its last complete epoch, with the run's own settings "
                              "(with it, --epochs trains a run longer, --saved-models-dir moves its export and --data "
                              "names the data folder's new place if it moved; other run settings given are ignored, "
                              "with a note)")

@@ -100,6 +100,9 @@ def check_config(config):
         raise ValueError(f"--train-layers must be one of {', '.join(TRAIN_LAYERS)}. Received: {config.train_layers!r}")
     if not (math.isfinite(config.learning_rate) and config.learning_rate >= 0):  # 0: nothing learns (tests use it)
         raise ValueError(f"--learning-rate must be a number >= 0. Received: {config.learning_rate!r}")
+    if config.classes < 2:
+        raise ValueError(f"--classes must be at least 2 (a classifier tells two classes apart at least). "
+                         f"Received: {config.classes!r}")
     if config.image_size < 32:
         raise ValueError(f"--image-size must be at least 32. Received: {config.image_size!r}")
     if not 0.0 <= config.val_split < 1.0:

@@ -56,6 +56,7 @@ def test_the_library_refuses_the_same_counts():
     ("--seed", "-3", "must be an integer in [0, 2**32 - 1], got -3"),
     ("--seed", "99999999999", "must be an integer in [0, 2**32 - 1], got 99999999999"),
     ("--feature-stride", "0", "must be a positive integer, got 0"),
+    ("--classes", "1", "must be an integer >= 2 (a classifier tells two classes apart at least), got 1"),
 ])
 def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, flag, value, message, capsys):
     # --tau and --box-extent are used only by the export at the end: refused now, not after the epochs.
@@ -71,6 +72,7 @@ def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, flag, val
     ("tau", 1.5, "--tau must be in [0, 1). Received: 1.5"),
     ("box_extent", float("nan"), "--box-extent must be 0 or a positive number. Received: nan"),
     ("image_size", 8, "--image-size must be at least 32. Received: 8"),
+    ("classes", 1, "--classes must be at least 2 (a classifier tells two classes apart at least). Received: 1"),
     ("seed", -3, "--seed must be an integer in [0, 2**32 - 1]. Received: -3"),
     ("weights", "/nonexistent/w.h5",
      "--weights '/nonexistent/w.h5': no such file (give 'imagenet', 'none' or the path of a weights file)"),
@@ -82,7 +84,7 @@ def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, flag, val
     ("train_layers", "bogus", "--train-layers must be one of all, head, last_stage. Received: 'bogus'"),
 ])
 def test_the_library_refuses_the_same_settings_before_a_run_starts(field, value, message):
-    config = training.TrainConfig(data="x", classes=3, **{field: value})
+    config = training.TrainConfig(data="x", **{"classes": 3, field: value})
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         training.check_config(config)
 
