@@ -28,6 +28,7 @@ from keras_cam import (
     evaluation,
     export,
     inference,
+    objectness,
     synthetic,
 )
 from keras_cam import boxes as box_rule
@@ -98,8 +99,8 @@ def test_library_maps_name_the_images_that_cannot_be_read_before_any_batch(cam_m
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not a jpeg")
     paths = [*images["paths"], str(broken), str(tmp_path / "missing.png")]
-    with pytest.raises(ValueError) as info:
-        next(calibration.localization_maps_for_files(cam_model, paths))
+    with pytest.raises(ValueError) as info:  # batches of 1: the good images come first, yet none is yielded
+        next(calibration.localization_maps_for_files(cam_model, paths, batch_size=1))
     message = str(info.value)
     assert message.startswith("2 of 8 images cannot be used: ")
     assert f"{broken}: " in message and f"{tmp_path / 'missing.png'}: " in message
@@ -116,6 +117,8 @@ def test_library_batch_sizes_are_positive_integers(cam_model, loaded, images, ba
                                   _own_boxes(images, TAU), batch_size=batch_size)
     with pytest.raises(ValueError, match=message):
         evaluation.evaluate_saved_model(loaded, [], batch_size=batch_size)
+    with pytest.raises(ValueError, match=message):
+        objectness.fit_objectness(cam_model, images["paths"], images["labels"], batch_size=batch_size)
 
 
 def _truth_csv(images, path, boxes):
@@ -282,10 +285,10 @@ def test_a_csv_coordinate_that_is_no_pixel_position_is_a_malformed_row(tmp_path,
     assert str(info.value).startswith(f"{path}:3: malformed row ") and column in str(info.value)
 
 
-@pytest.mark.parametrize("width, corner", [("inf", 4), ("1e400", 4), (64, "inf")])
-def test_a_voc_file_with_infinite_numbers_is_a_read_error(tmp_path, width, corner):
+@pytest.mark.parametrize("width, height", [("inf", 64), ("1e400", 64), (64, "-inf")])
+def test_a_voc_file_with_infinite_numbers_is_a_read_error(tmp_path, width, height):
     (tmp_path / "a.xml").write_text(_voc_xml("a.jpg", [("dog", (1, 1, 10, 20), False)]))
-    (tmp_path / "b.xml").write_text(_voc_xml("b.jpg", [("dog", (1, 1, corner, 20), False)], width=width))
+    (tmp_path / "b.xml").write_text(_voc_xml("b.jpg", [("dog", (1, 1, 4, 20), False)], width=width, height=height))
     records, errors = annotations.voc_image_boxes(str(tmp_path))
     assert [os.path.basename(r.image) for r in records] == ["a.jpg"]
     assert [(os.path.basename(p), e.split(" (")[0]) for p, e in errors] == [("b.xml", "not a valid VOC annotation")]

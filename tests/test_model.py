@@ -108,7 +108,7 @@ def test_resnet50_at_224_build_only():
     ({"num_classes": 2.7}, "num_classes must be an integer >= 2. Received: num_classes=2.7"),
     ({"num_classes": "3"}, "num_classes must be an integer >= 2. Received: num_classes='3'"),
     ({"image_size": 64.5}, "image_size must be an integer >= 32. Received: image_size=64.5"),
-    ({"image_size": True}, "Received: image_size=True"),
+    ({"num_classes": 2.0}, "num_classes must be an integer >= 2. Received: num_classes=2.0"),
     ({"weights": "imagenet", "backbone": "tiny"}, "no ImageNet weights for backbone 'tiny'"),
     ({"weights": "imagenet", "backbone": "resnet18"}, "no ImageNet weights for backbone 'resnet18'"),
 ])
@@ -119,6 +119,7 @@ def test_bad_arguments_raise_value_error(kwargs, fragment):
 
 
 def test_numpy_integers_are_integers():
+    # The other side of the integer checks: they must not refuse NumPy integers.
     model = build_cam_model(np.int64(NUM_CLASSES), backbone="tiny", weights=None, image_size=np.int32(SIZE))
     assert model.output["logits"].shape[-1] == NUM_CLASSES and model.inputs[0].shape[1] == SIZE
 
