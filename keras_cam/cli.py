@@ -340,8 +340,9 @@ def _train(args):
     if fit:
         print(f"Objectness head: fitted on {fit['positions']} positions of the training images' CAMs "
               f"({fit['object_share']:.0%} object), agreeing with them on {fit['train_accuracy']:.0%}")
-    shown = os.path.relpath(target)  # as the run folder is shown: relative when below this directory
-    print(f"SavedModel: {target if shown.startswith(os.pardir) else shown}")
+    # As the run folder is shown: relative when it is (and the export is below this directory).
+    shown = os.path.relpath(target)
+    print(f"SavedModel: {target if os.path.isabs(run_dir) or shown.startswith(os.pardir) else shown}")
     if others:
         print(f"note: {os.path.join(base, str(max(others)))} (written after train.py's last export, e.g. by "
               f"evaluate.py --calibrate) was for the model before this training; {target} carries the run's "
@@ -656,8 +657,8 @@ def _evaluate(args):
     total = len(examples) if hasattr(examples, "__len__") else None  # TFDS streams its examples
     bar = Progress(total, enabled=not (args.quiet or args.json), unit="images")
 
-    def progress(done, failed):
-        bar.update(done - bar.done)
+    def progress(done, failed):  # failed images count as handled: the bar ends at the total
+        bar.update(done + failed - bar.done)
 
     unread = [{"image": p, "error": e} for p, e in read_errors]
     try:

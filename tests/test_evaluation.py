@@ -649,6 +649,24 @@ def test_cli_table_and_exit_status(exported, images, tmp_path, capsys):
     assert err.strip().splitlines() == [f"evaluate.py: error: {missing}: cannot read file (No such file or directory)"]
 
 
+def test_cli_progress_counts_the_images_that_failed_too(exported, images, tmp_path, capsys, monkeypatch):
+    from keras_cam import progress
+    bars = []
+
+    class Recorded(progress.Progress):
+        def close(self):
+            bars.append((self.done, self.total))
+            super().close()
+
+    monkeypatch.setattr(progress, "Progress", Recorded)
+    csv_path = _truth_csv(images, tmp_path / "boxes.csv", _own_boxes(images, TAU))
+    with open(csv_path, "a") as f:
+        f.write("val,disk,missing.png,64,64,0,0,8,8\n")
+    code, out, _ = _run_cli(capsys, "--saved_model", exported, "--data", images["root"], "--boxes", csv_path)
+    assert code == 1 and "(1 failed, not counted)" in out
+    assert bars == [(7, 7)]  # the bar ends at the total, not one short
+
+
 def test_cli_names_why_no_image_could_be_scored(exported, images, tmp_path, capsys):
     csv_path = _truth_csv(images, tmp_path / "boxes.csv", _own_boxes(images, TAU))
     listed = tmp_path / "list.txt"

@@ -330,6 +330,19 @@ def _one_epoch_run(images, tmp_path, capsys, *extra):
     return run
 
 
+@pytest.mark.parametrize("absolute", [True, False])
+def test_the_saved_model_is_shown_as_the_run_folder_is(images, tmp_path, monkeypatch, capsys, absolute):
+    monkeypatch.chdir(tmp_path)
+    where = (lambda name: str(tmp_path / name)) if absolute else (lambda name: name)
+    argv = ["--data", str(images), "--classes", "3", *QUICK, "--epochs", "1",
+            "--experiments-dir", where("runs"), "--saved-models-dir", where("saved")]
+    assert cli.command_main("train", argv, prog="train.py") == 0
+    out = capsys.readouterr().out
+    (run,) = (tmp_path / "runs").iterdir()
+    assert f"Run folder: {where(os.path.join('runs', run.name))}\n" in out
+    assert f"SavedModel: {where(os.path.join('saved', run.name, '1'))}\n" in out
+
+
 def test_resume_flags_count_when_typed_even_if_equal_to_their_defaults(images, tmp_path, monkeypatch, capsys):
     run = _one_epoch_run(images, tmp_path, capsys)
     monkeypatch.chdir(tmp_path)
