@@ -609,12 +609,12 @@ def _ground_truth(args):
 _SHOWN_FAILURES = 20
 
 
-def _print_failures(prog, records, listed=""):
+def _print_failures(prog, records):
     for record in records[:_SHOWN_FAILURES]:
         print(f"{prog}: error: {record['image']}: {record['error']}", file=sys.stderr)
     if len(records) > _SHOWN_FAILURES:
         print(f"{prog}: error: ... and {len(records) - _SHOWN_FAILURES} more images that could not be "
-              f"evaluated{listed}", file=sys.stderr)
+              f"evaluated (the --json report lists every one in its errors)", file=sys.stderr)
 
 
 def _evaluate(args):
@@ -670,13 +670,12 @@ def _evaluate(args):
         failed = unread + error.errors
         if args.json:  # the report a script reads, with every failure (stderr shows the first ones)
             print(json.dumps({"num_images": 0, "num_failed": len(failed), "errors": failed}))
-        _print_failures(args.prog, failed, listed=" (the --json report lists every one in its errors)"
-                        if args.json else "")
+        _print_failures(args.prog, failed)
         raise UserError(str(evaluation.NothingEvaluatedError(failed, source))) from None
     bar.close()
     report["errors"] = unread + report["errors"]
     report["num_failed"] = len(report["errors"])
-    _print_failures(args.prog, report["errors"], listed=" (the --json report lists every one in its errors)")
+    _print_failures(args.prog, report["errors"])
     not_calibrated = None
     if args.calibrate:
         evaluated = os.path.normpath(inference.resolve_version_dir(args.saved_model))  # before a new version exists

@@ -764,7 +764,8 @@ def test_cli_names_the_first_failures_and_counts_the_rest(exported, tmp_path, ca
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 22, err
     assert all("class 'zebra' is not one of the model's classes" in line for line in lines[:20])
-    assert lines[20] == "evaluate.py: error: ... and 5 more images that could not be evaluated"
+    assert lines[20] == ("evaluate.py: error: ... and 5 more images that could not be evaluated (the --json report "
+                         "lists every one in its errors)")
     assert lines[21].startswith("evaluate.py: error: No image could be evaluated (25 failed)")
     # --json still gives the report a script reads, with all 25 failures.
     code, out, err = _run_cli(capsys, "--saved_model", exported, "--data", data, "--boxes", tmp_path / "b.csv",
