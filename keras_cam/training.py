@@ -77,6 +77,15 @@ class TrainConfig:
         return cls(**{k: v for k, v in json.loads(text).items() if k in fields})
 
 
+def _weights_file(weights):
+    """The ``weights`` setting as a path string when it names a file; None for
+    ``"imagenet"``, ``"none"`` or None."""
+    if weights is None:
+        return None
+    path = os.fspath(weights)
+    return None if path.lower() in ("imagenet", "none") else path
+
+
 def check_config(config):
     """Refuses settings no run can use, before a run folder is made.
 
@@ -115,12 +124,12 @@ def check_config(config):
         own = BACKBONES[config.backbone].stride
         raise ValueError(f"--feature-stride must be {own // 2} for --backbone {config.backbone} (half of its own "
                          f"stride {own}; leave it out for {own}). Received: {config.feature_stride!r}") from None
-    weights = os.fspath(config.weights) if isinstance(config.weights, os.PathLike) else config.weights
-    if not (weights is None or isinstance(weights, str)):
+    if not (config.weights is None or isinstance(config.weights, (str, os.PathLike))):
         raise ValueError(f"--weights must be 'imagenet', 'none' or the path of a weights file. "
                          f"Received: {config.weights!r}")
-    if isinstance(weights, str) and weights.lower() not in ("imagenet", "none") and not os.path.isfile(weights):
-        raise ValueError(f"--weights {weights!r}: no such file (give 'imagenet', 'none' or the path of a weights "
+    path = _weights_file(config.weights)
+    if path is not None and not os.path.isfile(path):
+        raise ValueError(f"--weights {path!r}: no such file (give 'imagenet', 'none' or the path of a weights "
                          f"file)")
     # Used only by the export at the end: checked now, not after the epochs.
     if not 0.0 <= config.tau < 1.0:
@@ -475,10 +484,9 @@ def train(config, run_dir, verbose=1, log=None):
     # val_images.txt) then works from any directory.
     # The weights file too (a path, or os.PathLike, which config.json could not hold): --resume
     # from another directory builds the model from it again.
-    weights = config.weights
-    if weights is not None and os.fspath(weights).lower() not in ("imagenet", "none"):
-        weights = os.path.abspath(weights)
-    config = dataclasses.replace(config, data=os.path.abspath(config.data), weights=weights)
+    path = _weights_file(config.weights)
+    config = dataclasses.replace(config, data=os.path.abspath(config.data),
+                                 weights=config.weights if path is None else os.path.abspath(path))
     # The model before the data: a weights file or layer name it cannot use is named
     # before every image is scanned, and leaves the run folder as it was.
     keras.utils.set_random_seed(config.seed)
